@@ -1,0 +1,26 @@
+# Set-up and the two commands the README opens with. Each creates the virtual environment it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## zero-shot classification of a bundled example image against the world's 48 objects
+	HF_HUB_OFFLINE=1 $(VENV)/bin/triptych-classify weights/examples/scene-2.png \
+		--labels-file weights/examples/objects.txt --templates world --top-k 5
+
+test: $(STAMP)  ## lint, then the whole suite (slow tests included)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
