@@ -1,0 +1,230 @@
+"""The shared encoder: one open_clip model serving embeddings, zero-shot classification, patch tokens
+(the VLM's input) and per-token text states (the prior's input)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import transforms as T
+
+from .errors import InvalidLabelsError, InvalidTextError
+from .images import ImageInput, load_images
+from .templates import check_templates
+
+MAX_TEXT_CHARS = 4096  # longer text is refused; anything past the model's context is truncated
+LABEL_CACHE_SIZE = 64
+
+
+@dataclass
+class TextStates:
+    """Text encoded for conditioning: pooled embedding and per-token final-layer states."""
+
+    embeds: torch.Tensor  # (N, D) projected, L2-normalised
+    states: torch.Tensor  # (N, L, width) final-norm token states
+    mask: torch.Tensor  # (N, L) True for real tokens (not padding)
+
+
+def check_texts(texts: str | Iterable[str], what: str = "text") -> list[str]:
+    """A list of non-empty strings of reasonable length, or InvalidTextError naming the problem."""
+    items = [texts] if isinstance(texts, str) else list(texts)
+    if not items:
+        raise InvalidTextError(f"no {what} given")
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise InvalidTextError(f"{what} #{i} is a {type(t).__name__}, not a string")
+        if not t.strip():
+            raise InvalidTextError(f"{what} #{i} is empty")
+        if len(t) > MAX_TEXT_CHARS:
+            raise InvalidTextError(f"{what} #{i} is {len(t)} characters long; the limit is {MAX_TEXT_CHARS}")
+    return items
+
+
+def check_labels(labels: str | Sequence[str]) -> tuple[str, ...]:
+    """Labels for classification: at least one, none blank, none repeated (after stripping spaces)."""
+    if isinstance(labels, str):
+        raise InvalidLabelsError("labels must be a list of strings, not one string")
+    items = tuple(labels)
+    if not items:
+        raise InvalidLabelsError("the label list is empty")
+    for i, label in enumerate(items):
+        if not isinstance(label, str) or not label.strip():
+            raise InvalidLabelsError(f"label #{i} is empty or not a string: {label!r}")
+        if len(label) > MAX_TEXT_CHARS:
+            raise InvalidLabelsError(f"label #{i} is {len(label)} characters long; the limit is {MAX_TEXT_CHARS}")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(items):
+        key = label.strip()
+        if key in seen:
+            raise InvalidLabelsError(f"label {label!r} appears twice (#{seen[key]} and #{i})")
+        seen[key] = i
+    return tuple(label.strip() for label in items)
+
+
+def split_preprocess(preprocess: Callable) -> tuple[list[Callable], torch.Tensor, torch.Tensor, int]:
+    """open_clip's eval transform -> (PIL geometry steps, mean, std, side), so tensors are built batch-wise."""
+    steps = list(getattr(preprocess, "transforms", []))
+    norm = next((t for t in steps if isinstance(t, T.Normalize)), None)
+    to_tensor = next((i for i, t in enumerate(steps) if isinstance(t, T.ToTensor)), None)
+    if norm is None or to_tensor is None:
+        raise ValueError("expected an open_clip eval transform ending in ToTensor and Normalize")
+    size = next(t.size for t in steps if isinstance(t, T.CenterCrop))
+    side = size[0] if isinstance(size, (tuple, list)) else size
+    mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return steps[:to_tensor], mean, std, int(side)
+
+
+class Encoder:
+    """A loaded CLIP/SigLIP model. Build it with `clip.load`; every method accepts PIL images, paths or arrays."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preprocess: Callable,
+        tokenizer: Callable,
+        *,
+        name: str,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.preprocess_transform, self.tokenizer = preprocess, tokenizer
+        self.name, self.device, self.dtype = name, device, dtype
+        self._geometry, mean, std, self.image_size = split_preprocess(preprocess)
+        self._mean, self._std = mean.to(device), std.to(device)
+        self.kind = "siglip" if getattr(model, "logit_bias", None) is not None else "clip"
+        self._labels: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._embed_dim: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.name!r}, kind={self.kind}, device={self.device}, dtype={self.dtype})"
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def embed_dim(self) -> int:
+        """D, the joint embedding size (read from the text projection, else measured once)."""
+        if self._embed_dim is None:
+            proj = getattr(self.model, "text_projection", None)
+            if isinstance(proj, torch.nn.Linear):
+                self._embed_dim = proj.out_features
+            elif isinstance(proj, torch.Tensor):
+                self._embed_dim = int(proj.shape[-1])
+            else:
+                self._embed_dim = int(self.encode_text(["a"]).shape[-1])
+        return self._embed_dim
+
+    @property
+    def pad_id(self) -> int:
+        return int(getattr(getattr(self.model, "text", self.model), "pad_id", 0))
+
+    def pixels(self, images: ImageInput | Iterable[ImageInput]) -> torch.Tensor:
+        """Images -> (N, 3, S, S) normalised pixels on the encoder's device and dtype."""
+        return self._pixels(load_images(images))
+
+    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        arrays = []
+        for image in images:
+            if image.size != (self.image_size, self.image_size):
+                for step in self._geometry:
+                    image = step(image)
+            arrays.append(np.asarray(image))  # (S, S, 3) uint8: load_images gave RGB
+        batch = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)  # (N, 3, S, S) uint8
+        batch = (batch.float().div(255) - self._mean) / self._std
+        return batch.to(self.dtype)
+
+    def tokenize(self, texts: str | Iterable[str]) -> torch.Tensor:
+        """Texts -> (N, L) token ids; text past the context length is truncated."""
+        return self.tokenizer(check_texts(texts)).to(self.device)
+
+    # ------------------------------------------------------------------ encoders
+    @torch.inference_mode()
+    def encode_image(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 256) -> torch.Tensor:
+        """(N, D) float32 L2-normalised image embeddings."""
+        images = load_images(images)
+        out = [
+            self.model.encode_image(self._pixels(images[i : i + batch_size]), normalize=True)
+            for i in range(0, len(images), batch_size)
+        ]
+        return torch.cat(out).float()
+
+    @torch.inference_mode()
+    def encode_text(self, texts: str | Iterable[str], batch_size: int = 256) -> torch.Tensor:
+        """(N, D) float32 L2-normalised text embeddings."""
+        texts = check_texts(texts)
+        out = [
+            self.model.encode_text(self.tokenize(texts[i : i + batch_size]), normalize=True)
+            for i in range(0, len(texts), batch_size)
+        ]
+        return torch.cat(out).float()
+
+    @torch.inference_mode()
+    def text_states(self, texts: str | Iterable[str]) -> TextStates:
+        """Pooled embeddings plus final-layer token states and their padding mask (the prior's conditioning)."""
+        tokens = self.tokenize(texts)
+        out = self.model.forward_intermediates(text=tokens, text_indices=[-1], normalize_intermediates=True)
+        embeds = F.normalize(out["text_features"].float(), dim=-1)
+        return TextStates(embeds, out["text_intermediates"][0], tokens != self.pad_id)
+
+    @torch.inference_mode()
+    def patch_tokens(
+        self, images: ImageInput | Iterable[ImageInput], layer: int = -1, normalize: bool = True
+    ) -> torch.Tensor:
+        """(N, grid*grid, width) patch tokens of one vision block (default the last), before pooling and
+        projection, class/prefix tokens removed; `normalize` applies the tower's final norm. Works for native
+        and timm-based open_clip towers."""
+        out = self.model.visual.forward_intermediates(
+            self.pixels(images),
+            indices=[layer],
+            normalize_intermediates=normalize,
+            intermediates_only=True,
+            output_fmt="NLC",
+        )
+        return out["image_intermediates"][0]
+
+    # ------------------------------------------------------------------ zero-shot
+    def label_embeddings(self, labels: Sequence[str], templates: Sequence[str] | str | None = None) -> torch.Tensor:
+        """(C, D) class embeddings: each label under every template, normalised, averaged, renormalised.
+        Cached per (labels, templates), so a label set already seen is not re-encoded."""
+        labels, templates = check_labels(labels), check_templates(templates)
+        key = (labels, templates)
+        if key in self._labels:
+            self._labels.move_to_end(key)
+            return self._labels[key]
+        texts = [t.format(label) for label in labels for t in templates]
+        emb = self.encode_text(texts).view(len(labels), len(templates), -1).mean(1)  # (C, D)
+        emb = F.normalize(emb, dim=-1)
+        self._labels[key] = emb
+        if len(self._labels) > LABEL_CACHE_SIZE:
+            self._labels.popitem(last=False)
+        return emb
+
+    @torch.inference_mode()
+    def logits(
+        self,
+        images: ImageInput | Iterable[ImageInput],
+        labels: Sequence[str],
+        templates: Sequence[str] | str | None = None,
+    ) -> torch.Tensor:
+        """(N, C) scaled image-label similarities (plus the learned bias for SigLIP models)."""
+        classes = self.label_embeddings(labels, templates)
+        logits = self.encode_image(images) @ classes.T * self.model.logit_scale.exp().float()
+        if self.kind == "siglip":
+            logits = logits + self.model.logit_bias.float()
+        return logits
+
+    def classify(
+        self,
+        images: ImageInput | Iterable[ImageInput],
+        labels: Sequence[str],
+        templates: Sequence[str] | str | None = None,
+    ) -> torch.Tensor:
+        """(N, C) probabilities. CLIP models: softmax over labels (rows sum to 1). SigLIP models: an independent
+        sigmoid per label with the learned logit_bias, as SigLIP was trained (rows need not sum to 1)."""
+        logits = self.logits(images, labels, templates)
+        return torch.sigmoid(logits) if self.kind == "siglip" else logits.softmax(dim=-1)

@@ -1,0 +1,85 @@
+"""`clip.load`: one place that resolves bundled presets, open_clip names/tags, local folders and hub repos."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import open_clip
+import torch
+
+from weights import SHAPES_DIR
+from weights.manifest import MANIFEST, verify_manifest
+
+from .devices import precision_name, resolve_device, resolve_dtype
+from .encoder import Encoder
+from .errors import WeightsError
+
+BUNDLED = {"shapes": SHAPES_DIR / "clip"}
+CHECKPOINT = "open_clip_model.safetensors"
+CONFIG = "open_clip_config.json"
+
+
+def resolve(name: str, pretrained: str | None = None) -> tuple[str, str | None, Path | None]:
+    """(open_clip model name, pretrained tag, local folder) for any name `load` accepts."""
+    if name in BUNDLED:
+        return f"local-dir:{BUNDLED[name]}", None, BUNDLED[name]
+    if name.startswith("local-dir:"):
+        return name, None, Path(name[len("local-dir:") :]).expanduser()
+    if name.startswith("hf-hub:"):
+        return name, None, None
+    if Path(name).expanduser().is_dir():
+        return f"local-dir:{Path(name).expanduser()}", None, Path(name).expanduser()
+    arch, _, tag = name.partition(":")
+    return arch, pretrained or tag or None, None
+
+
+def check_local_dir(folder: Path) -> None:
+    """A local folder must hold the open_clip config and safetensors weights (never pickles); a manifest, when
+    present, must match."""
+    if not folder.is_dir():
+        raise WeightsError(f"encoder folder not found: {folder}")
+    if (folder / MANIFEST).is_file():
+        verify_manifest(folder)
+    for needed in (CONFIG, CHECKPOINT):
+        if not (folder / needed).is_file():
+            raise WeightsError(f"{folder / needed} is missing; an encoder folder needs {CONFIG} and {CHECKPOINT}")
+
+
+def load(
+    name: str = "shapes",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    *,
+    pretrained: str | None = None,
+    cache_dir: str | None = None,
+) -> Encoder:
+    """Load an encoder.
+
+    name: "shapes" (bundled), an open_clip architecture with an optional tag ("ViT-B-32:laion2b_s34b_b79k" or
+    pretrained="..."), "local-dir:/path" (open_clip_config.json + open_clip_model.safetensors), a folder path, or
+    "hf-hub:org/repo". Defaults: CUDA + fp16 when available, else CPU + fp32.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    model_name, tag, folder = resolve(name, pretrained)
+    if folder is not None:
+        check_local_dir(folder)
+    elif model_name not in open_clip.list_models() and not model_name.startswith("hf-hub:"):
+        raise WeightsError(
+            f"unknown encoder {name!r}: not a bundled preset, folder, hf-hub repo or open_clip "
+            f"architecture (see open_clip.list_models())"
+        )
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            model_name,
+            pretrained=tag,
+            precision=precision_name(dt),
+            device=dev,
+            cache_dir=cache_dir,
+        )
+        tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise WeightsError(f"could not load encoder {name!r}: {err}") from err
+    logging.getLogger(__name__).info("loaded encoder %s on %s (%s)", name, dev, dt)
+    return Encoder(model, preprocess, tokenizer, name=name, device=dev, dtype=dt)
