@@ -1,0 +1,85 @@
+"""Evaluation and benchmark commands, and the bundled encoder's quality bar on fresh samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apps.benchmark import benchmark_classify
+from apps.eval_clip import evaluate_encoder
+from apps.evaluate import THRESHOLDS, main
+from apps.zero_shot_tasks import TASKS, task_scenes
+from tests.tiny_models import make_tiny_encoder_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_name(tmp_path_factory):
+    return "local-dir:" + str(make_tiny_encoder_dir(tmp_path_factory.mktemp("eval")))
+
+
+def test_task_scenes_follow_their_split():
+    for task in TASKS:
+        held = task_scenes(task, 50, seed=1, held_out=True)
+        plain = task_scenes(task, 50, seed=1, held_out=False)
+        assert all(s.has_held_out for s in held) and not any(s.has_held_out for s in plain)
+        if task.single_object:
+            assert all(len(s.objects) == 1 for s in held + plain)
+        assert all(task.truth(s) in task.labels for s in held + plain)
+    assert task_scenes(TASKS[0], 5, 1, False) == task_scenes(TASKS[0], 5, 1, False)
+    assert task_scenes(TASKS[0], 5, 1, False) != task_scenes(TASKS[0], 5, 2, False)
+
+
+def test_evaluate_command_writes_json_and_markdown(tmp_path, tiny_name, capsys):
+    out_json, out_md = tmp_path / "scores.json", tmp_path / "scores.md"
+    assert (
+        main(
+            [
+                "clip",
+                "--model",
+                tiny_name,
+                "--count",
+                "10",
+                "--seed",
+                "3",
+                "--device",
+                "cpu",
+                "--json",
+                str(out_json),
+                "--markdown",
+                str(out_md),
+            ]
+        )
+        == 0
+    )
+    report = json.loads(out_json.read_text())
+    assert report["count"] == 10 and set(report["scores"]) == {"in_distribution", "held_out"}
+    for split in report["scores"].values():
+        assert set(split) == {t.name for t in TASKS} and all(0 <= v <= 1 for v in split.values())
+    table = out_md.read_text()
+    assert table.count("\n") == 2 + len(TASKS) and "| position |" in table
+    assert table in capsys.readouterr().out
+
+
+def test_benchmark_reports_every_row(tiny_name):
+    rows = dict(benchmark_classify(tiny_name, batch_size=4, num_labels=5, repeats=1, device="cpu", dtype=None))
+    assert any("plain open_clip" in k for k in rows) and any("cached label set" in k for k in rows)
+    ratio = float(rows["throughput ratio (triptych / open_clip)"].rstrip("x"))
+    assert ratio > 0
+
+
+@pytest.mark.slow
+def test_bundled_encoder_meets_the_bar_on_fresh_samples(encoder):
+    """1000 fresh scenes per task and split, a seed training never used."""
+    scores = evaluate_encoder(encoder, count=1000, seed=20261123)
+    for split, bars in THRESHOLDS.items():
+        for task, bar in bars.items():
+            assert scores[split][task] >= bar, (split, task, scores[split][task])
+
+
+def test_bundled_encoder_names_the_examples(encoder):
+    lines = Path("weights/examples/objects.txt").read_text().splitlines()
+    labels = [line for line in lines if not line.startswith("#")]
+    probs = encoder.classify(["weights/examples/scene-1.png", "weights/examples/scene-4.png"], labels, "world")
+    assert [labels[i] for i in probs.argmax(-1)] == ["a red circle", "a purple star"]  # the second is held out
