@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    save_file({k: v.detach().cpu().clone() for k, v in tensors.items()}, str(tmp))  # clone: tied weights
     os.replace(tmp, path)
 
 

@@ -120,6 +120,17 @@ class Encoder:
         return self._embed_dim
 
     @property
+    def vision_width(self) -> int:
+        """Width of the patch tokens (the VLM projector's input)."""
+        visual = self.model.visual
+        if hasattr(visual, "transformer"):  # open_clip's native ViT
+            return int(visual.transformer.width)
+        trunk = getattr(visual, "trunk", None)  # timm tower
+        if trunk is not None and hasattr(trunk, "num_features"):
+            return int(trunk.num_features)
+        return int(self.patch_tokens(Image.new("RGB", (self.image_size, self.image_size))).shape[-1])
+
+    @property
     def pad_id(self) -> int:
         return int(getattr(getattr(self.model, "text", self.model), "pad_id", 0))
 

@@ -16,7 +16,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +26,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from PIL import Image
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
 from weights.manifest import write_manifest
 from weights.world import DEFAULT_SIDE, random_prompt_spec, render
-from weights.world.dataset import scene_stream
+from weights.world.dataset import StepBatches, scene_stream
 from weights.world.vocab import world_words
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -82,27 +82,21 @@ def export_local_dir(model: torch.nn.Module, recipe: dict, tokenizer_dir: Path, 
     write_manifest(out)
 
 
-class WorldBatches(IterableDataset):
-    """Training batches addressed by step: batch k is drawn from a generator seeded by (seed, rank, k), so a
-    resumed run sees exactly the batches an uninterrupted one would. Worker w of n makes batches w, w+n, ...;
-    the DataLoader's round-robin over workers restores the order.
-
-    Each batch: (B, 3, S, S) uint8 images, B prompts, and the (B, B) match matrix [image i satisfies text j].
-    """
+class WorldBatches:
+    """Contrastive batch k, drawn from a generator seeded by (seed, rank, k): (B, 3, S, S) uint8 images,
+    B prompts, and the (B, B) match matrix [image i satisfies text j]. Served by StepBatches."""
 
     def __init__(
         self,
         seed: int,
-        start_step: int,
         batch_size: int,
         rank: int = 0,
         twins: float = 0.0,
         transform: Callable[[Image.Image], Image.Image] | None = None,
     ) -> None:
-        self.seed, self.start_step, self.batch_size, self.rank = seed, start_step, batch_size, rank
-        self.twins, self.transform = twins, transform
+        self.seed, self.batch_size, self.rank, self.twins, self.transform = seed, batch_size, rank, twins, transform
 
-    def batch(self, step: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    def __call__(self, step: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         rng = random.Random(f"clip/{self.seed}/{self.rank}/{step}")
         scenes = list(itertools.islice(scene_stream(rng, twins=self.twins), self.batch_size))
         prompts = [random_prompt_spec(scene, rng) for scene in scenes]
@@ -112,12 +106,6 @@ class WorldBatches(IterableDataset):
         pixels = torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2)
         match = torch.tensor([[spec.satisfied_by(scene) for _, spec in prompts] for scene in scenes])
         return pixels, [text for text, _ in prompts], match
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str], torch.Tensor]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for step in itertools.count(self.start_step + worker, workers):
-            yield self.batch(step)
 
 
 def eval_geometry(recipe: dict) -> Callable[[Image.Image], Image.Image] | None:
@@ -176,9 +164,8 @@ def train(
     loss_fn = (MultiPositiveSigLipLoss if cfg["loss"] == "siglip" else MultiPositiveClipLoss)(rank, world)
 
     # images are rendered at the world's side and resized exactly as inference will (open_clip's eval transform)
-    data = WorldBatches(
-        cfg["seed"], state["step"], cfg["batch_size"], rank, cfg.get("twins", 0.0), eval_geometry(recipe)
-    )
+    batches_of = WorldBatches(cfg["seed"], cfg["batch_size"], rank, cfg.get("twins", 0.0), eval_geometry(recipe))
+    data = StepBatches(batches_of, state["step"])
     loader = DataLoader(data, batch_size=None, num_workers=workers, prefetch_factor=4 if workers > 0 else None)
     total = cfg["steps"]
     start = time.perf_counter() - state["elapsed_s"]

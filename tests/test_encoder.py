@@ -127,7 +127,7 @@ def test_odd_unicode_and_long_text_are_handled(tiny):
 def test_patch_tokens_and_text_states(tiny):
     tokens = tiny.patch_tokens(images(2))
     grid = (63 // 21) ** 2
-    assert tokens.shape == (2, grid, tiny.model.visual.transformer.width)
+    assert tokens.shape == (2, grid, tiny.vision_width)
     earlier = tiny.patch_tokens(images(2), layer=0, normalize=False)
     assert earlier.shape == tokens.shape and not torch.allclose(earlier, tokens)
     states = tiny.text_states(["a red circle", "two objects on a black background"])
@@ -151,7 +151,7 @@ def test_siglip_models_use_sigmoid_with_bias(tmp_path):
 def test_timm_towers_give_patch_tokens(tmp_path):
     enc = clip.load(str(make_tiny_encoder_dir(tmp_path, timm_tower="vit_tiny_patch16_224")), device="cpu")
     tokens = enc.patch_tokens(images(2))
-    assert tokens.shape == (2, (224 // 16) ** 2, 192)  # prefix (class) token removed
+    assert tokens.shape == (2, (224 // 16) ** 2, 192) and enc.vision_width == 192  # class token removed
     assert enc.encode_image(images(2)).shape == (2, enc.embed_dim)
 
 

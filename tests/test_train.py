@@ -16,10 +16,10 @@ from tests.tiny_models import tiny_recipe
 
 
 def test_batches_are_addressed_by_step():
-    data = WorldBatches(seed=3, start_step=0, batch_size=6, twins=0.5)
-    a, b = data.batch(5), data.batch(5)
+    data = WorldBatches(seed=3, batch_size=6, twins=0.5)
+    a, b = data(5), data(5)
     assert torch.equal(a[0], b[0]) and a[1] == b[1] and torch.equal(a[2], b[2])
-    assert a[1] != data.batch(6)[1]
+    assert a[1] != data(6)[1]
     pixels, texts, match = a
     assert pixels.shape == (6, 3, 64, 64) and pixels.dtype == torch.uint8 and len(texts) == 6
     assert match.shape == (6, 6) and match.diagonal().all()
