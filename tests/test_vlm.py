@@ -1,0 +1,97 @@
+"""The VLM end to end on tiny models built here: staged training, resume, saving/loading, the Captioner API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import clip
+import vlm
+from clip.errors import InvalidImageError, InvalidTextError
+from tests.tiny_models import make_tiny_encoder_dir
+from vlm.train import train
+from weights.world import export_folder
+
+RECIPE = {
+    "decoder": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "max_position_embeddings": 128, "tie_word_embeddings": True},
+    "stages": [{"name": "projector", "steps": 2, "train": ["projector"], "lr": {"projector": 1e-3}},
+               {"name": "full", "steps": 2, "train": ["projector", "decoder"],
+                "lr": {"projector": 1e-3, "decoder": 1e-3}}],
+    "batch_size": 4, "weight_decay": 0.0, "seed": 0, "save_every": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return str(make_tiny_encoder_dir(tmp_path_factory.mktemp("vlm_enc")))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, encoder_dir):
+    folder = tmp_path_factory.mktemp("vlm")
+    train({**RECIPE, "encoder": encoder_dir}, folder / "out", folder / "work", workers=0)
+    return folder / "out"
+
+
+def test_stages_freeze_what_they_do_not_train(tmp_path, encoder_dir):
+    recipe = {**RECIPE, "encoder": encoder_dir}
+    assert train(recipe, tmp_path / "out", tmp_path / "work", workers=0, stop_after=2) is None
+    after_stage_1 = load_file(tmp_path / "work/checkpoint/model.safetensors")
+    train(recipe, tmp_path / "out", tmp_path / "work", workers=0)
+    final = load_file(tmp_path / "work/checkpoint/model.safetensors")
+    key = "decoder.model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(after_stage_1[key], final[key])  # stage 2 trains the decoder
+
+
+def test_resume_is_exact(tmp_path, encoder_dir, trained):
+    recipe = {**RECIPE, "encoder": encoder_dir}
+    train(recipe, tmp_path / "b", tmp_path / "work", workers=0, stop_after=3)
+    train(recipe, tmp_path / "b", tmp_path / "work", workers=0)
+    a, b = load_file(trained / "model.safetensors"), load_file(tmp_path / "b/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bring_your_own_data(tmp_path, encoder_dir):
+    folder = export_folder(tmp_path / "data", 6, seed=1)
+    info = train({**RECIPE, "encoder": encoder_dir}, tmp_path / "out", tmp_path / "w", workers=0, data=str(folder))
+    assert info["data"] == str(folder)
+    lines = [json.dumps({"image": p.name, "prompt": "what is this?", "answer": "a shape"})
+             for p in sorted(folder.glob("*.png"))]
+    (folder / "qa.jsonl").write_text("\n".join(lines))
+    train({**RECIPE, "encoder": encoder_dir}, tmp_path / "out2", tmp_path / "w2", workers=0,
+          data=str(folder / "qa.jsonl"))
+    (folder / "bad.jsonl").write_text('{"image": "x.png"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        train({**RECIPE, "encoder": encoder_dir}, tmp_path / "o3", tmp_path / "w3", workers=0,
+              data=str(folder / "bad.jsonl"))
+
+
+def test_captioner_shares_the_encoder_and_answers(trained, encoder_dir):
+    enc = clip.load(encoder_dir, device="cpu")
+    cap = vlm.load(str(trained), encoder=enc)
+    assert cap.encoder is enc
+    images = ["weights/examples/scene-1.png", "weights/examples/scene-2.png"]
+    captions = cap.caption(images, max_new_tokens=8)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    answers = cap.ask(images, ["what color is the background?", "how many objects are there?"], max_new_tokens=4)
+    alone = [cap.ask(images[i], q, max_new_tokens=4)[0]
+             for i, q in enumerate(["what color is the background?", "how many objects are there?"])]
+    assert answers == alone
+    assert "".join(cap.stream(images[0], max_new_tokens=8)) == captions[0]
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(questions=""), InvalidTextError), (dict(questions=" ".join(["word"] * 10_000)), InvalidTextError),
+    (dict(max_new_tokens=0), ValueError), (dict(max_new_tokens=10**9), ValueError),
+    (dict(temperature=float("nan")), ValueError), (dict(temperature=-1.0), ValueError),
+    (dict(images=b"not an image"), InvalidImageError),
+])
+def test_bad_input_is_refused(trained, encoder_dir, kwargs, error):
+    cap = vlm.load(str(trained), encoder=clip.load(encoder_dir, device="cpu"))
+    args = {"images": "weights/examples/scene-1.png", "questions": "how many objects are there?", **kwargs}
+    with pytest.raises(error):
+        cap.ask(**args)

@@ -1,0 +1,112 @@
+"""`vlm.load` and the Captioner: caption images, answer questions, stream answers — on the shared encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+import clip
+from clip.devices import resolve_device, resolve_dtype
+from clip.encoder import check_texts
+from clip.errors import InvalidTextError, WeightsError
+from clip.images import ImageInput, load_images
+from weights import SHAPES_DIR
+from weights.manifest import MANIFEST, verify_manifest
+
+from .generate import GenerationConfig, Generator
+from .model import VLM
+from .tokenizer import TextCodec
+
+BUNDLED = {"shapes": SHAPES_DIR / "vlm"}
+
+
+class Captioner:
+    """A VLM joined to a shared encoder. Defaults decode greedily with up to 64 new tokens."""
+
+    def __init__(self, vlm: VLM, encoder: clip.Encoder, codec: TextCodec, name: str) -> None:
+        self.vlm, self.encoder, self.codec, self.name = vlm.eval().requires_grad_(False), encoder, codec, name
+        self.generator = Generator(self.vlm.decoder, codec.eos_id, codec.decode)
+
+    def __repr__(self) -> str:
+        return f"Captioner({self.name!r}, encoder={self.encoder.name!r}, device={self.encoder.device})"
+
+    def _prompt_ids(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+        cfg = self.vlm.config
+        budget = cfg.decoder.max_position_embeddings - max_new_tokens - 64  # room for image tokens
+        out = []
+        for i, prompt in enumerate(prompts):
+            ids = [self.codec.bos_id, *self.codec.encode(prompt), *self.codec.encode(cfg.sep)]
+            if len(ids) > budget:
+                raise InvalidTextError(f"prompt #{i} is {len(ids)} tokens; the limit is {budget}")
+            out.append(ids)
+        return out
+
+    @torch.inference_mode()
+    def _prefixes(self, images: list, prompts: list[str], max_new_tokens: int):
+        tokens = self.encoder.patch_tokens(images, layer=self.vlm.config.vision_layer)  # (B, L, width)
+        tokens = tokens.to(next(self.vlm.parameters()).dtype)
+        return self.vlm.prefixes(tokens, self._prompt_ids(prompts, max_new_tokens))
+
+    def ask(
+        self,
+        images: ImageInput | Iterable[ImageInput],
+        questions: str | Iterable[str],
+        batch_size: int = 32,
+        **generation,
+    ) -> list[str]:
+        """One answer per (image, question) pair; one question is asked of every image."""
+        images = load_images(images)
+        questions = check_texts(questions, "question")
+        if len(questions) == 1:
+            questions = questions * len(images)
+        if len(questions) != len(images):
+            raise InvalidTextError(f"{len(images)} images but {len(questions)} questions")
+        cfg = GenerationConfig(**generation).checked()
+        answers: list[str] = []
+        for i in range(0, len(images), batch_size):
+            embeds, valid = self._prefixes(
+                images[i : i + batch_size], questions[i : i + batch_size], cfg.max_new_tokens
+            )
+            answers += self.generator.generate(embeds, valid, cfg)
+        return answers
+
+    def caption(self, images: ImageInput | Iterable[ImageInput], **generation) -> list[str]:
+        """A caption per image (the model's caption prompt)."""
+        return self.ask(images, self.vlm.config.caption_prompt, **generation)
+
+    def stream(self, image: ImageInput, prompt: str | None = None, **generation) -> Iterator[str]:
+        """Text pieces of one answer (or caption, without a prompt) as they are decoded."""
+        cfg = GenerationConfig(**generation).checked()
+        prompt = self.vlm.config.caption_prompt if prompt is None else check_texts(prompt, "prompt")[0]
+        embeds, valid = self._prefixes(load_images(image)[:1], [prompt], cfg.max_new_tokens)
+        yield from self.generator.stream(embeds, valid, cfg)
+
+
+def load(
+    name: str = "shapes",
+    encoder: clip.Encoder | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Captioner:
+    """Load a VLM folder ("shapes" or a path: config.json + model.safetensors + tokenizer.json) onto an encoder.
+
+    Pass the encoder already in use to share it; otherwise the one the VLM was trained with is loaded.
+    """
+    folder = BUNDLED.get(name, Path(name).expanduser())
+    if not Path(folder).is_dir():
+        raise WeightsError(f"VLM folder not found: {folder}")
+    if (Path(folder) / MANIFEST).is_file():
+        verify_manifest(folder)
+    model = VLM.from_pretrained(folder)
+    codec = TextCodec.load(folder)
+    if encoder is None:
+        encoder = clip.load(model.config.encoder, device=device, dtype=dtype)
+    dev = encoder.device if device is None else resolve_device(device)
+    dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
+    if encoder.vision_width != model.config.vision_width:
+        raise WeightsError(
+            f"the encoder's patch tokens are {encoder.vision_width} wide; this VLM expects {model.config.vision_width}"
+        )
+    return Captioner(model.to(dev, dt), encoder, codec, name)

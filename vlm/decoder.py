@@ -1,0 +1,226 @@
+"""A compact Llama-style decoder whose parameter names load Llama-family safetensors checkpoints directly.
+
+Names follow transformers' LlamaForCausalLM: model.embed_tokens, model.layers.N.self_attn.{q,k,v,o}_proj,
+model.layers.N.mlp.{gate,up,down}_proj, model.layers.N.{input,post_attention}_layernorm, model.norm, lm_head
+(and self_attn.{q,k}_norm for QK-norm models, as Qwen3 names them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from clip.errors import WeightsError
+
+from .config import DecoderConfig
+from .kv_cache import KVCache
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm, computed in fp32 and cast back (as Llama does)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class Rotary(nn.Module):
+    """RoPE tables: cos/sin of shape (B, T, head_dim) for given positions."""
+
+    def __init__(self, head_dim: int, theta: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[..., None].float() * self.inv_freq  # (B, T, head_dim / 2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, head_dim)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, heads, T, head_dim); cos/sin: (B, T, head_dim)."""
+    return x * cos[:, None] + rotate_half(x) * sin[:, None]
+
+
+class Attention(nn.Module):
+    """Grouped-query attention with RoPE, optional QK-norm, and an optional preallocated KV cache."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=cfg.attention_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
+        self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=cfg.attention_bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        start: int,
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, T, hd)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, kv_heads, T, hd)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, k, v, start)  # (B, kv_heads, start + T, hd)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.self_attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache, layer, start):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, start)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    """Embeddings, blocks and the final norm (`model.*` in Llama checkpoints)."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+
+
+class Decoder(nn.Module):
+    """Llama-family causal LM. forward takes token ids or embeddings (the VLM passes image tokens as embeddings)."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = Body(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        """Llama's initialisation: normal(0, 0.02) weights, zero biases (norms stay at one)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        start: int = 0,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab) (or (B, 1, vocab) with last_only).
+
+        positions: (B, T) RoPE positions (default start..start+T-1); mask: bool (B, 1, T, S) True = may attend,
+        S = start + T with a cache (default: causal); cache/start: write keys and values at [start, start + T).
+        """
+        x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, H)
+        b, t, _ = x.shape
+        if positions is None:
+            positions = torch.arange(start, start + t, device=x.device).expand(b, t)
+        if mask is None:
+            mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)[None, None]
+        cos, sin = self.model.rotary(positions, x.dtype)
+        for i, block in enumerate(self.model.layers):
+            x = block(x, cos, sin, mask, cache, i, start)
+        x = self.model.norm(x[:, -1:] if last_only else x)
+        return self.lm_head(x)
+
+    def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> KVCache:
+        """A preallocated cache for `batch` sequences of up to `max_len` tokens."""
+        p = self.lm_head.weight
+        cfg = self.config
+        return KVCache(
+            cfg.num_hidden_layers,
+            batch,
+            cfg.num_key_value_heads,
+            max_len,
+            cfg.head_dim,
+            device or p.device,
+            dtype or p.dtype,
+        )
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> Decoder:
+        """Load a Llama-family folder: config.json + model.safetensors (or sharded model-*.safetensors)."""
+        folder = Path(folder)
+        cfg = DecoderConfig.load(folder)
+        files = sorted(folder.glob("model*.safetensors"))
+        if not files:
+            raise WeightsError(f"no model*.safetensors in {folder} (pickled checkpoints are not loaded)")
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        model = cls(cfg)
+        if cfg.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
+        if missing or unexpected:
+            raise WeightsError(
+                f"{folder}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        return model
+
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = None) -> None:
+        folder = Path(folder)
+        self.config.save(folder)
+        state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in self.state_dict().items()}
+        if self.config.tie_word_embeddings:
+            state.pop("lm_head.weight")
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})

@@ -1,0 +1,182 @@
+"""Text generation over a prefix of embeddings ([image | prompt]) with a preallocated KV cache.
+
+Greedy, temperature/top-k/top-p sampling and beam search; stops on EOS, stop strings or max_new_tokens.
+Batches are left-padded: positions count real tokens only and padding is masked, so a row decodes exactly as
+it would alone. `stream` yields text pieces as they are decoded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import torch
+
+from .decoder import Decoder
+from .masks import positions_from_valid, prefix_lm_mask
+
+MAX_NEW_TOKENS_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to decode. temperature 0 means greedy; num_beams > 1 means beam search (deterministic)."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    stop_strings: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def checked(self) -> GenerationConfig:
+        """Validated copy; raises ValueError naming the bad setting."""
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if self.max_new_tokens > MAX_NEW_TOKENS_LIMIT:
+            raise ValueError(f"max_new_tokens is {self.max_new_tokens}; the limit is {MAX_NEW_TOKENS_LIMIT}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not (0 < self.top_p <= 1) or self.top_k < 0:
+            raise ValueError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={self.top_p}, top_k={self.top_k}")
+        if self.num_beams < 1 or (self.num_beams > 1 and self.temperature > 0):
+            raise ValueError("num_beams must be >= 1, and beam search does not sample (temperature must be 0)")
+        return replace(self, stop_strings=tuple(s for s in self.stop_strings if s))
+
+
+def _pick(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator | None) -> torch.Tensor:
+    """(B, V) logits -> (B,) next tokens."""
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / cfg.temperature
+    if cfg.top_k:
+        kth = logits.topk(min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if cfg.top_p < 1:
+        sorted_logits, order = logits.sort(-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > cfg.top_p  # keep the smallest set reaching top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, -math.inf))
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+class Generator:
+    """Decodes continuations of embedded prefixes with one decoder. `decode` maps token ids to text."""
+
+    def __init__(self, decoder: Decoder, eos_id: int, decode: Callable[[list[int]], str]) -> None:
+        self.decoder, self.eos_id, self.decode = decoder, eos_id, decode
+
+    def _prefill(self, embeds: torch.Tensor, valid: torch.Tensor, max_new: int):
+        b, p, _ = embeds.shape
+        cache = self.decoder.new_cache(b, p + max_new, dtype=embeds.dtype)
+        positions = positions_from_valid(valid)
+        mask = prefix_lm_mask(valid, torch.full((b,), p, device=valid.device))
+        logits = self.decoder(inputs_embeds=embeds, positions=positions, mask=mask, cache=cache, last_only=True)
+        return cache, logits[:, -1], positions[:, -1]
+
+    def _step(self, tokens: torch.Tensor, cache, valid: torch.Tensor, prev_pos: torch.Tensor, start: int):
+        """Feed one token per row at cache slot `start`, RoPE position prev_pos + 1; valid (B, start + 1)."""
+        embeds = self.decoder.model.embed_tokens(tokens[:, None])  # (B, 1, H)
+        mask = valid[:, None, None, :]  # (B, 1, 1, S): all real tokens so far
+        return self.decoder(
+            inputs_embeds=embeds, positions=(prev_pos + 1)[:, None], mask=mask, cache=cache, start=start, last_only=True
+        )[:, -1]
+
+    def _stopped(self, ids: list[int], cfg: GenerationConfig) -> tuple[bool, str]:
+        text = self.decode(ids)
+        for stop in cfg.stop_strings:
+            at = text.find(stop)
+            if at >= 0:
+                return True, text[:at]
+        return False, text
+
+    @torch.inference_mode()
+    def stream_ids(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> Iterator[list[list[int]]]:
+        """Yields, after every step, each row's tokens so far (EOS excluded); sampling or greedy."""
+        cfg = cfg.checked()
+        gen = None
+        if cfg.seed is not None:
+            gen = torch.Generator(device=embeds.device).manual_seed(cfg.seed)
+        b, p, _ = embeds.shape
+        cache, logits, last_pos = self._prefill(embeds, valid, cfg.max_new_tokens)
+        out: list[list[int]] = [[] for _ in range(b)]
+        done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
+        for t in range(cfg.max_new_tokens):
+            tokens = _pick(logits, cfg, gen)
+            for i in range(b):
+                if not done[i]:
+                    if tokens[i].item() == self.eos_id:
+                        done[i] = True
+                    else:
+                        out[i].append(int(tokens[i]))
+                        if cfg.stop_strings and self._stopped(out[i], cfg)[0]:
+                            done[i] = True
+            yield out
+            if bool(done.all()) or t == cfg.max_new_tokens - 1:
+                return
+            valid = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
+            logits = self._step(tokens, cache, valid, last_pos + t, p + t)
+
+    def generate(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> list[str]:
+        """Texts for a left-padded batch of prefixes (B, P, H) with validity (B, P)."""
+        cfg = cfg.checked()
+        if cfg.num_beams > 1:
+            return [self._beam(embeds[i : i + 1], valid[i : i + 1], cfg) for i in range(embeds.shape[0])]
+        *_, final = self.stream_ids(embeds, valid, cfg)  # each row's tokens after the last step
+        return [self._stopped(ids, cfg)[1] for ids in final]
+
+    def stream(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> Iterator[str]:
+        """Text pieces of one prefix, as decoded."""
+        shown = ""
+        for ids in self.stream_ids(embeds[:1], valid[:1], cfg):
+            text = self._stopped(ids[0], cfg.checked())[1]
+            if len(text) > len(shown) and text.startswith(shown):
+                yield text[len(shown) :]
+                shown = text
+
+    @torch.inference_mode()
+    def _beam(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> str:
+        """Beam search for one prefix; hypotheses ranked by log-probability / length^length_penalty."""
+        k = cfg.num_beams
+        embeds, valid = embeds.expand(k, -1, -1), valid.expand(k, -1)
+        _, p, _ = embeds.shape
+        cache, logits, last_pos = self._prefill(embeds, valid, cfg.max_new_tokens)
+        scores = torch.zeros(k, device=embeds.device)
+        scores[1:] = -math.inf  # all beams start identical: expand from the first only
+        beams: list[list[int]] = [[] for _ in range(k)]
+        finished: list[tuple[float, list[int]]] = []
+        for t in range(cfg.max_new_tokens):
+            logp = logits.float().log_softmax(-1) + scores[:, None]  # (k, V)
+            top = logp.view(-1).topk(2 * k)
+            vocab = logits.shape[-1]
+            next_beams, next_scores, rows, tokens = [], [], [], []
+            for score, flat in zip(top.values.tolist(), top.indices.tolist()):
+                row, token = divmod(flat, vocab)
+                seq = beams[row] + ([] if token == self.eos_id else [token])
+                stopped = token == self.eos_id or (cfg.stop_strings and self._stopped(seq, cfg)[0])
+                if stopped:
+                    finished.append((score / max(1, len(seq)) ** cfg.length_penalty, seq))
+                elif len(next_beams) < k:
+                    next_beams.append(seq)
+                    next_scores.append(score)
+                    rows.append(row)
+                    tokens.append(token)
+                if len(next_beams) == k:
+                    break
+            best_open = max(next_scores) / max(1, t + 1) ** cfg.length_penalty if next_scores else -math.inf
+            if len(finished) >= k and max(f[0] for f in finished) >= best_open or not next_beams:
+                break
+            if t == cfg.max_new_tokens - 1:
+                finished.extend((s / max(1, len(b)) ** cfg.length_penalty, b) for s, b in zip(next_scores, next_beams))
+                break
+            index = torch.tensor(rows, device=embeds.device)
+            cache.reorder(index)
+            beams, scores = next_beams, torch.tensor(next_scores, device=embeds.device)
+            valid = torch.cat([valid, torch.ones(k, 1, dtype=torch.bool, device=valid.device)], 1)
+            logits = self._step(torch.tensor(tokens, device=embeds.device), cache, valid, last_pos + t, p + t)
+        best = max(finished, key=lambda f: f[0])[1]
+        return self._stopped(best, cfg)[1]

@@ -1,0 +1,121 @@
+"""Early-fusion VLM: [image tokens | <bos> prompt <sep> | answer <eos>] in one sequence, prefix-LM attention."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from clip.errors import WeightsError
+
+from .config import DecoderConfig
+from .decoder import Decoder
+from .masks import positions_from_valid, prefix_lm_mask
+from .projector import Projector
+from .tokenizer import CAPTION_PROMPT, SEP
+
+
+@dataclass
+class VLMConfig:
+    """What joins an encoder to a decoder; stored under "vlm" in the folder's config.json."""
+
+    vision_width: int
+    shuffle: int = 1
+    vision_layer: int = -1
+    encoder: str = "shapes"
+    caption_prompt: str = CAPTION_PROMPT
+    sep: str = SEP
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+class VLM(nn.Module):
+    """Projector + decoder. The encoder is shared and passed in by the caller, never owned."""
+
+    def __init__(self, cfg: VLMConfig, decoder: Decoder | None = None) -> None:
+        super().__init__()
+        self.config = cfg
+        self.decoder = decoder or Decoder(cfg.decoder)
+        self.projector = Projector(cfg.vision_width, cfg.decoder.hidden_size, cfg.shuffle)
+
+    def embed_text(self, ids: list[int]) -> torch.Tensor:
+        table = self.decoder.model.embed_tokens
+        return table(torch.tensor(ids, dtype=torch.long, device=table.weight.device))  # (T, H)
+
+    def prefixes(self, image_tokens: torch.Tensor, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded (B, P, H) embeddings of [image | prompt ids] and their validity (B, P), for generation."""
+        images = self.projector(image_tokens)  # (B, L, H)
+        rows = [torch.cat([img, self.embed_text(p)]) for img, p in zip(images, prompts, strict=True)]
+        length = max(r.shape[0] for r in rows)
+        embeds = images.new_zeros(len(rows), length, images.shape[-1])
+        valid = torch.zeros(len(rows), length, dtype=torch.bool, device=images.device)
+        for i, r in enumerate(rows):
+            embeds[i, length - r.shape[0] :] = r
+            valid[i, length - r.shape[0] :] = True
+        return embeds, valid
+
+    def forward(self, image_tokens: torch.Tensor, prompts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
+        """Training loss: mean cross-entropy of the answer tokens (the prefix is context only), right-padded."""
+        images = self.projector(image_tokens)  # (B, L, H)
+        b, n_img, h = images.shape
+        lengths = [n_img + len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
+        s = max(lengths)
+        embeds = images.new_zeros(b, s, h)
+        valid = torch.zeros(b, s, dtype=torch.bool, device=images.device)
+        targets = torch.full((b, s), -100, dtype=torch.long, device=images.device)
+        prefix = torch.zeros(b, dtype=torch.long, device=images.device)
+        for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
+            text = self.embed_text(p + a)
+            embeds[i, :n_img] = images[i]
+            embeds[i, n_img : lengths[i]] = text
+            valid[i, : lengths[i]] = True
+            prefix[i] = n_img + len(p)
+            # the token at position t predicts the token at t + 1: the answer's tokens are predicted from
+            # the last prompt token onwards
+            targets[i, prefix[i] - 1 : lengths[i] - 1] = torch.tensor(a, device=images.device)
+        logits = self.decoder(
+            inputs_embeds=embeds, positions=positions_from_valid(valid), mask=prefix_lm_mask(valid, prefix)
+        )
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> None:
+        """config.json (Llama decoder config + "vlm"), model.safetensors (decoder + projector.*)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = self.config.decoder.to_hf()
+        data["vlm"] = {k: v for k, v in asdict(self.config).items() if k != "decoder"}
+        (folder / "config.json").write_text(json.dumps(data, indent=1) + "\n")
+        state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in self.state_dict().items()}
+        state = {k.removeprefix("decoder."): v for k, v in state.items()}
+        if self.config.decoder.tie_word_embeddings:
+            state.pop("lm_head.weight")
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> VLM:
+        folder = Path(folder)
+        path = folder / "config.json"
+        if not path.is_file():
+            raise WeightsError(f"{path} is missing")
+        data = json.loads(path.read_text())
+        if "vlm" not in data:
+            raise WeightsError(f"{path} has no 'vlm' section: not a VLM folder")
+        cfg = VLMConfig(**data["vlm"], decoder=DecoderConfig.from_hf(data))
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            raise WeightsError(f"{weights} is missing")
+        state = load_file(str(weights))
+        state = {(k if k.startswith("projector.") else f"decoder.{k}"): v for k, v in state.items()}
+        model = cls(cfg)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (cfg.decoder.tie_word_embeddings and k == "decoder.lm_head.weight")]
+        if missing or unexpected:
+            raise WeightsError(
+                f"{folder}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        return model
