@@ -52,17 +52,37 @@ def main(argv: list[str] | None = None) -> int:
     enc.add_argument("--dtype")
     enc.add_argument("--json", help="write the scores here as JSON")
     enc.add_argument("--markdown", help="write the markdown table here")
+    cap = sub.add_parser("vlm", help="captioning and question answering")
+    cap.add_argument("--model", default="shapes", help="VLM folder or 'shapes'")
+    cap.add_argument("--encoder", help="encoder to share (default: the one the VLM was trained with)")
+    cap.add_argument("--count", type=int, default=1000, help="fresh scenes per task and split")
+    cap.add_argument("--seed", type=int, default=1234)
+    cap.add_argument("--device")
+    cap.add_argument("--dtype")
+    cap.add_argument("--json")
+    cap.add_argument("--markdown")
     args = parser.parse_args(argv)
     if args.count <= 0:
         parser.error("--count must be positive")
 
     import clip
 
-    from .eval_clip import evaluate_encoder
+    if args.what == "clip":
+        from .eval_clip import evaluate_encoder
 
-    encoder = clip.load(args.model, device=args.device, dtype=args.dtype)
-    results = evaluate_encoder(encoder, count=args.count, seed=args.seed)
-    table = markdown_table(results, THRESHOLDS if args.model == "shapes" else None)
+        encoder = clip.load(args.model, device=args.device, dtype=args.dtype)
+        results = evaluate_encoder(encoder, count=args.count, seed=args.seed)
+        bars = THRESHOLDS if args.model == "shapes" else None
+    else:
+        import vlm
+
+        from .eval_vlm import evaluate_captioner
+
+        encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
+        captioner = vlm.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype)
+        results = evaluate_captioner(captioner, count=args.count, seed=args.seed)
+        bars = None
+    table = markdown_table(results, bars)
     report = {"model": args.model, "count": args.count, "seed": args.seed, "scores": results}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

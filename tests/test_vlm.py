@@ -16,12 +16,23 @@ from vlm.train import train
 from weights.world import export_folder
 
 RECIPE = {
-    "decoder": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
-                "num_key_value_heads": 2, "max_position_embeddings": 128, "tie_word_embeddings": True},
-    "stages": [{"name": "projector", "steps": 2, "train": ["projector"], "lr": {"projector": 1e-3}},
-               {"name": "full", "steps": 2, "train": ["projector", "decoder"],
-                "lr": {"projector": 1e-3, "decoder": 1e-3}}],
-    "batch_size": 4, "weight_decay": 0.0, "seed": 0, "save_every": 1,
+    "decoder": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": True,
+    },
+    "stages": [
+        {"name": "projector", "steps": 2, "train": ["projector"], "lr": {"projector": 1e-3}},
+        {"name": "full", "steps": 2, "train": ["projector", "decoder"], "lr": {"projector": 1e-3, "decoder": 1e-3}},
+    ],
+    "batch_size": 4,
+    "weight_decay": 0.0,
+    "seed": 0,
+    "save_every": 1,
 }
 
 
@@ -59,15 +70,23 @@ def test_bring_your_own_data(tmp_path, encoder_dir):
     folder = export_folder(tmp_path / "data", 6, seed=1)
     info = train({**RECIPE, "encoder": encoder_dir}, tmp_path / "out", tmp_path / "w", workers=0, data=str(folder))
     assert info["data"] == str(folder)
-    lines = [json.dumps({"image": p.name, "prompt": "what is this?", "answer": "a shape"})
-             for p in sorted(folder.glob("*.png"))]
+    lines = [
+        json.dumps({"image": p.name, "prompt": "what is this?", "answer": "a shape"})
+        for p in sorted(folder.glob("*.png"))
+    ]
     (folder / "qa.jsonl").write_text("\n".join(lines))
-    train({**RECIPE, "encoder": encoder_dir}, tmp_path / "out2", tmp_path / "w2", workers=0,
-          data=str(folder / "qa.jsonl"))
+    train(
+        {**RECIPE, "encoder": encoder_dir}, tmp_path / "out2", tmp_path / "w2", workers=0, data=str(folder / "qa.jsonl")
+    )
     (folder / "bad.jsonl").write_text('{"image": "x.png"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
-        train({**RECIPE, "encoder": encoder_dir}, tmp_path / "o3", tmp_path / "w3", workers=0,
-              data=str(folder / "bad.jsonl"))
+        train(
+            {**RECIPE, "encoder": encoder_dir},
+            tmp_path / "o3",
+            tmp_path / "w3",
+            workers=0,
+            data=str(folder / "bad.jsonl"),
+        )
 
 
 def test_captioner_shares_the_encoder_and_answers(trained, encoder_dir):
@@ -78,20 +97,42 @@ def test_captioner_shares_the_encoder_and_answers(trained, encoder_dir):
     captions = cap.caption(images, max_new_tokens=8)
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
     answers = cap.ask(images, ["what color is the background?", "how many objects are there?"], max_new_tokens=4)
-    alone = [cap.ask(images[i], q, max_new_tokens=4)[0]
-             for i, q in enumerate(["what color is the background?", "how many objects are there?"])]
+    alone = [
+        cap.ask(images[i], q, max_new_tokens=4)[0]
+        for i, q in enumerate(["what color is the background?", "how many objects are there?"])
+    ]
     assert answers == alone
     assert "".join(cap.stream(images[0], max_new_tokens=8)) == captions[0]
 
 
-@pytest.mark.parametrize("kwargs, error", [
-    (dict(questions=""), InvalidTextError), (dict(questions=" ".join(["word"] * 10_000)), InvalidTextError),
-    (dict(max_new_tokens=0), ValueError), (dict(max_new_tokens=10**9), ValueError),
-    (dict(temperature=float("nan")), ValueError), (dict(temperature=-1.0), ValueError),
-    (dict(images=b"not an image"), InvalidImageError),
-])
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        (dict(questions=""), InvalidTextError),
+        (dict(questions=" ".join(["word"] * 10_000)), InvalidTextError),
+        (dict(max_new_tokens=0), ValueError),
+        (dict(max_new_tokens=10**9), ValueError),
+        (dict(temperature=float("nan")), ValueError),
+        (dict(temperature=-1.0), ValueError),
+        (dict(images=b"not an image"), InvalidImageError),
+    ],
+)
 def test_bad_input_is_refused(trained, encoder_dir, kwargs, error):
     cap = vlm.load(str(trained), encoder=clip.load(encoder_dir, device="cpu"))
     args = {"images": "weights/examples/scene-1.png", "questions": "how many objects are there?", **kwargs}
     with pytest.raises(error):
         cap.ask(**args)
+
+
+def test_vlm_evaluation_scores_every_task(trained, encoder_dir):
+    from apps.eval_vlm import evaluate_captioner, object_f1
+    from weights.world import QUESTION_TYPES, caption, sample_scene
+
+    scenes = [sample_scene(i) for i in range(3)]
+    assert object_f1([caption(s) for s in scenes], scenes) == 1.0
+    assert object_f1(["nothing"] * 3, scenes) == 0.0
+    cap = vlm.load(str(trained), encoder=clip.load(encoder_dir, device="cpu"))
+    scores = evaluate_captioner(cap, count=3, seed=5)
+    for split in ("in_distribution", "held_out"):
+        assert set(scores[split]) == {"caption_exact", "object_f1"} | {f"q_{q}" for q in QUESTION_TYPES}
+        assert all(0 <= v <= 1 for v in scores[split].values())

@@ -218,3 +218,13 @@ def test_step_batches_keep_step_order_across_workers():
 
     loader = DataLoader(StepBatches(_square, start_step=3), batch_size=None, num_workers=2)
     assert list(itertools.islice(iter(loader), 7)) == [k * k for k in range(3, 10)]
+
+
+def test_caption_objects_reads_phrases_even_from_broken_captions():
+    from weights.world import caption_objects
+
+    scene = sample_scene(11, num_objects=3)
+    assert caption_objects(caption(scene)) == scene.keys()
+    broken = "a large red circle in the top left and and a small blue star in the center ,"
+    assert caption_objects(broken) == {("large", "red", "circle", 0), ("small", "blue", "star", 4)}
+    assert caption_objects("nothing here") == set()

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 import clip
 from clip.devices import resolve_device, resolve_dtype
@@ -28,13 +29,16 @@ class Captioner:
     def __init__(self, vlm: VLM, encoder: clip.Encoder, codec: TextCodec, name: str) -> None:
         self.vlm, self.encoder, self.codec, self.name = vlm.eval().requires_grad_(False), encoder, codec, name
         self.generator = Generator(self.vlm.decoder, codec.eos_id, codec.decode)
+        blank = Image.new("RGB", (encoder.image_size, encoder.image_size))
+        patches = encoder.patch_tokens(blank, layer=vlm.config.vision_layer).shape[1]
+        self.image_tokens = patches // vlm.config.shuffle**2  # positions the image takes in every sequence
 
     def __repr__(self) -> str:
         return f"Captioner({self.name!r}, encoder={self.encoder.name!r}, device={self.encoder.device})"
 
     def _prompt_ids(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
         cfg = self.vlm.config
-        budget = cfg.decoder.max_position_embeddings - max_new_tokens - 64  # room for image tokens
+        budget = cfg.decoder.max_position_embeddings - self.image_tokens - max_new_tokens
         out = []
         for i, prompt in enumerate(prompts):
             ids = [self.codec.bos_id, *self.codec.encode(prompt), *self.codec.encode(cfg.sep)]

@@ -262,3 +262,9 @@ def parse_caption(text: str) -> Scene:
         return Scene(tuple(objects), background)
     except ValueError as err:
         raise CaptionParseError(f"{err} in {text!r}") from err
+
+
+def caption_objects(text: str) -> set[tuple[str, str, str, int]]:
+    """(size, colour, shape, cell) of every well-formed object phrase in a text, even a malformed caption:
+    for object-level F1."""
+    return {(m["size"], m["color"], m["shape"], POSITIONS.index(m["position"])) for m in _PHRASE.finditer(text)}
