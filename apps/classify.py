@@ -12,25 +12,11 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-
-
-def expand_inputs(paths: list[str], recursive: bool = False) -> list[tuple[Path, bool]]:
-    """(file, came from a folder) for every input: files as given, folders expanded to their image files."""
-    out: list[tuple[Path, bool]] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files = path.rglob("*") if recursive else path.iterdir()
-            out.extend((f, True) for f in sorted(files) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            out.append((path, False))
-    return out
+from .inputs import batches, expand_inputs
 
 
 def read_labels(inline: list[str] | None, label_file: str | None) -> list[str]:
@@ -42,11 +28,6 @@ def read_labels(inline: list[str] | None, label_file: str | None) -> list[str]:
             raise ValueError(f"cannot read labels file {label_file}: {err}") from err
         return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     return list(inline or [])
-
-
-def batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
 
 
 def render_table(rows: list[dict], k: int) -> str:

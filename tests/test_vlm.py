@@ -136,3 +136,24 @@ def test_vlm_evaluation_scores_every_task(trained, encoder_dir):
     for split in ("in_distribution", "held_out"):
         assert set(scores[split]) == {"caption_exact", "object_f1"} | {f"q_{q}" for q in QUESTION_TYPES}
         assert all(0 <= v <= 1 for v in scores[split].values())
+
+
+def test_caption_cli(trained, encoder_dir, capsys, tmp_path):
+    from apps.caption import main
+
+    common = ["--model", str(trained), "--encoder", encoder_dir, "--device", "cpu", "--max-new-tokens", "6"]
+    assert main(["weights/examples", "--format", "json", *common]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4 and all("text" in r for r in rows)
+    assert main(["weights/examples/scene-1.png", "--ask", "how many objects are there?", *common]) == 0
+    assert capsys.readouterr().out.startswith("weights/examples/scene-1.png\t")
+    assert main(["weights/examples/scene-1.png", "--stream", *common]) == 0
+    streamed = capsys.readouterr().out.strip()
+    assert streamed == vlm.load(str(trained), encoder=clip.load(encoder_dir, device="cpu")).caption(
+        "weights/examples/scene-1.png", max_new_tokens=6)[0]
+    (tmp_path / "zero.png").write_bytes(b"")
+    assert main([str(tmp_path / "zero.png"), "weights/examples/scene-1.png", *common]) == 1
+    assert "skipped" in capsys.readouterr().err
+    assert main(["weights/examples/scene-1.png", *common, "--max-new-tokens", "0"]) == 2
+    assert "max_new_tokens" in capsys.readouterr().err
+    assert main(["weights/examples", "--stream", *common]) == 2

@@ -1,0 +1,128 @@
+"""Caption images or answer a question about them from the command line.
+
+    triptych-caption photo.png                       # caption
+    triptych-caption images/ --format json           # a folder, as JSON
+    triptych-caption photo.png --ask "how many objects are there?"
+    triptych-caption photo.png --stream              # print the caption as it is decoded
+
+Exit codes: 0 all done; 1 some files were skipped (each is reported); 2 bad usage or no usable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tqdm.auto import tqdm
+
+from .inputs import batches, expand_inputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="triptych-caption", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("--ask", help="a question to ask of every image (default: caption)")
+    parser.add_argument("--stream", action="store_true", help="print the answer as it is decoded (one image)")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--model", default="shapes", help="VLM folder or 'shapes'")
+    parser.add_argument("--encoder", help="encoder (default: the one the VLM was trained with)")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--beams", type=int, default=1)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device")
+    parser.add_argument("--dtype")
+    parser.add_argument("--recursive", action="store_true")
+    args = parser.parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"triptych-caption: error: {message}", file=sys.stderr)
+        return 2
+
+    import clip
+    import vlm
+
+    generation = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num_beams=args.beams,
+        seed=args.seed,
+    )
+    try:
+        vlm.GenerationConfig(**generation).checked()
+        if args.batch_size <= 0:
+            raise ValueError("--batch-size must be positive")
+        if args.ask is not None and not args.ask.strip():
+            raise ValueError("--ask is empty")
+    except ValueError as err:
+        return fail(str(err))
+    files = expand_inputs(args.inputs, args.recursive)
+    if not files:
+        return fail("no image files found in the given inputs")
+    if args.stream and len(files) != 1:
+        return fail("--stream takes exactly one image")
+    try:
+        encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
+        captioner = vlm.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype)
+    except (clip.TriptychError, RuntimeError, ValueError) as err:
+        return fail(str(err))
+
+    if args.stream:
+        try:
+            for piece in captioner.stream(files[0][0], args.ask, **generation):
+                print(piece, end="", flush=True)
+        except clip.TriptychError as err:
+            return fail(str(err))
+        print()
+        return 0
+
+    rows: list[dict] = []
+    progress = tqdm(
+        total=len(files),
+        desc="caption",
+        unit="img",
+        file=sys.stderr,
+        disable=not any(folder for _, folder in files) or len(files) < 2,
+    )
+    for batch in batches(files, args.batch_size):
+        good, images = [], []
+        for path, _ in batch:
+            try:
+                images.append(clip.load_image(path))
+                good.append(path)
+            except clip.InvalidImageError as err:
+                rows.append({"image": str(path), "error": str(err)})
+                print(f"triptych-caption: skipped {err}", file=sys.stderr)
+        if images:
+            try:
+                texts = (
+                    captioner.ask(images, args.ask, **generation)
+                    if args.ask
+                    else captioner.caption(images, **generation)
+                )
+            except clip.TriptychError as err:
+                return fail(str(err))
+            rows += [{"image": str(p), "text": t} for p, t in zip(good, texts, strict=True)]
+        progress.update(len(batch))
+    progress.close()
+    order = {str(path): i for i, (path, _) in enumerate(files)}
+    rows.sort(key=lambda r: order[r["image"]])
+    if args.format == "json":
+        print(json.dumps(rows, indent=1))
+    else:
+        for row in rows:
+            print(f"{row['image']}\t{row.get('text', 'error: ' + row.get('error', ''))}")
+    failed = sum("error" in r for r in rows)
+    return 2 if failed == len(rows) else (1 if failed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
