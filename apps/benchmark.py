@@ -10,6 +10,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
@@ -87,6 +88,76 @@ def benchmark_classify(
     ]
 
 
+def benchmark_vlm(
+    model: str,
+    encoder: str | None,
+    batch_sizes: tuple[int, ...],
+    new_tokens: int,
+    repeats: int,
+    device: str | None,
+    dtype: str | None,
+) -> list[tuple[str, str]]:
+    """Our generation vs transformers' LlamaForCausalLM.generate on the same decoder weights and prefixes;
+    and ours with vs without the KV cache. Every run decodes exactly `new_tokens` tokens (EOS ignored)."""
+    import tempfile
+
+    from transformers import LlamaForCausalLM
+
+    import clip
+    import vlm
+    from vlm.generate import GenerationConfig
+    from weights.world import render, sample_scene
+
+    enc = clip.load(encoder, device=device, dtype=dtype) if encoder else None
+    captioner = vlm.load(model, encoder=enc, device=device, dtype=dtype)
+    dev, dt = captioner.encoder.device, next(captioner.vlm.parameters()).dtype
+    with tempfile.TemporaryDirectory() as tmp:
+        captioner.vlm.decoder.save_pretrained(tmp)
+        hf = LlamaForCausalLM.from_pretrained(tmp, dtype=dt).to(dev).eval()
+    images = [render(sample_scene(i)) for i in range(max(batch_sizes))]
+    prompt = captioner.vlm.config.caption_prompt
+    rows = [
+        ("model / device / dtype", f"{model} / {dev} / {str(dt).split('.')[-1]}"),
+        ("new tokens per caption", str(new_tokens)),
+    ]
+    for bs in batch_sizes:
+        embeds, valid = captioner._prefixes(images[:bs], [prompt] * bs, new_tokens)
+        full = GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True)
+        runs = {
+            "triptych (KV cache)": (
+                lambda c=full: captioner.generator.generate(embeds, valid, c),
+                lambda: captioner.generator.generate(embeds, valid, GenerationConfig(1)),
+            ),
+            "triptych (no cache)": (
+                lambda c=replace(full, use_cache=False): captioner.generator.generate(embeds, valid, c),
+                None,
+            ),
+            "transformers generate": (
+                lambda n=new_tokens: hf.generate(
+                    inputs_embeds=embeds,
+                    attention_mask=valid.long(),
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    do_sample=False,
+                    pad_token_id=0,
+                ),
+                lambda: hf.generate(
+                    inputs_embeds=embeds, attention_mask=valid.long(), max_new_tokens=1, do_sample=False, pad_token_id=0
+                ),
+            ),
+        }
+        for name, (generate, first) in runs.items():
+            with torch.inference_mode():
+                generate()  # warm-up
+                t = statistics.median(timed(generate, repeats, dev))
+                ttft = statistics.median(timed(first, repeats, dev)) if first else None
+            ttft_text = f", first token {ttft * 1000:.1f} ms" if ttft is not None else ""
+            rows.append(
+                (f"batch {bs}: {name}", f"{bs * new_tokens / t:,.0f} tok/s, {bs / t:,.1f} captions/s{ttft_text}")
+            )
+    return rows
+
+
 def print_table(rows: list[tuple[str, str]]) -> None:
     width = max(len(a) for a, _ in rows)
     print(f"| {'measure':<{width}} | result |")
@@ -107,10 +178,26 @@ def main(argv: list[str] | None = None) -> int:
     cls.add_argument("--repeats", type=int, default=10)
     cls.add_argument("--device")
     cls.add_argument("--dtype")
+    gen = sub.add_parser("vlm", help="VLM decoding vs transformers' LlamaForCausalLM.generate, cache vs none")
+    gen.add_argument("--model", default="shapes")
+    gen.add_argument("--encoder")
+    gen.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    gen.add_argument("--new-tokens", type=int, default=48)
+    gen.add_argument("--repeats", type=int, default=5)
+    gen.add_argument("--device")
+    gen.add_argument("--dtype")
     args = parser.parse_args(argv)
-    if min(args.batch_size, args.labels, args.repeats) <= 0:
-        parser.error("--batch-size, --labels and --repeats must be positive")
-    print_table(benchmark_classify(args.model, args.batch_size, args.labels, args.repeats, args.device, args.dtype))
+    if args.what == "classify":
+        if min(args.batch_size, args.labels, args.repeats) <= 0:
+            parser.error("--batch-size, --labels and --repeats must be positive")
+        rows = benchmark_classify(args.model, args.batch_size, args.labels, args.repeats, args.device, args.dtype)
+    else:
+        if min([*args.batch_sizes, args.new_tokens, args.repeats]) <= 0:
+            parser.error("--batch-sizes, --new-tokens and --repeats must be positive")
+        rows = benchmark_vlm(
+            args.model, args.encoder, tuple(args.batch_sizes), args.new_tokens, args.repeats, args.device, args.dtype
+        )
+    print_table(rows)
     return 0
 
 

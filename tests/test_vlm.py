@@ -149,11 +149,24 @@ def test_caption_cli(trained, encoder_dir, capsys, tmp_path):
     assert capsys.readouterr().out.startswith("weights/examples/scene-1.png\t")
     assert main(["weights/examples/scene-1.png", "--stream", *common]) == 0
     streamed = capsys.readouterr().out.strip()
-    assert streamed == vlm.load(str(trained), encoder=clip.load(encoder_dir, device="cpu")).caption(
-        "weights/examples/scene-1.png", max_new_tokens=6)[0]
+    assert (
+        streamed
+        == vlm.load(str(trained), encoder=clip.load(encoder_dir, device="cpu")).caption(
+            "weights/examples/scene-1.png", max_new_tokens=6
+        )[0]
+    )
     (tmp_path / "zero.png").write_bytes(b"")
     assert main([str(tmp_path / "zero.png"), "weights/examples/scene-1.png", *common]) == 1
     assert "skipped" in capsys.readouterr().err
     assert main(["weights/examples/scene-1.png", *common, "--max-new-tokens", "0"]) == 2
     assert "max_new_tokens" in capsys.readouterr().err
     assert main(["weights/examples", "--stream", *common]) == 2
+
+
+def test_vlm_benchmark_rows(trained, encoder_dir):
+    from apps.benchmark import benchmark_vlm
+
+    rows = dict(benchmark_vlm(str(trained), encoder_dir, (1, 2), 4, 1, "cpu", None))
+    for bs in (1, 2):
+        for name in ("triptych (KV cache)", "triptych (no cache)", "transformers generate"):
+            assert "tok/s" in rows[f"batch {bs}: {name}"]

@@ -109,3 +109,13 @@ def test_stop_strings_and_limits(gen):
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         GenerationConfig(**bad).checked()
+
+
+def test_no_cache_path_gives_the_same_text(gen):
+    torch.manual_seed(5)
+    prefixes = [torch.randn(n, 48) for n in (4, 7)]
+    embeds, valid = left_pad(prefixes)
+    cached = gen.generate(embeds, valid, GenerationConfig(max_new_tokens=10))
+    assert gen.generate(embeds, valid, GenerationConfig(max_new_tokens=10, use_cache=False)) == cached
+    forced = gen.generate(embeds, valid, GenerationConfig(max_new_tokens=10, ignore_eos=True))
+    assert all(len(t.split()) == 10 for t in forced)

@@ -31,6 +31,8 @@ class GenerationConfig:
     length_penalty: float = 1.0
     stop_strings: tuple[str, ...] = ()
     seed: int | None = None
+    use_cache: bool = True  # False recomputes the whole sequence every step (for benchmarks)
+    ignore_eos: bool = False  # always generate max_new_tokens (for benchmarks)
 
     def checked(self) -> GenerationConfig:
         """Validated copy; raises ValueError naming the bad setting."""
@@ -44,6 +46,8 @@ class GenerationConfig:
             raise ValueError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={self.top_p}, top_k={self.top_k}")
         if self.num_beams < 1 or (self.num_beams > 1 and self.temperature > 0):
             raise ValueError("num_beams must be >= 1, and beam search does not sample (temperature must be 0)")
+        if self.num_beams > 1 and not self.use_cache:
+            raise ValueError("beam search needs the KV cache")
         return replace(self, stop_strings=tuple(s for s in self.stop_strings if s))
 
 
@@ -103,13 +107,15 @@ class Generator:
             gen = torch.Generator(device=embeds.device).manual_seed(cfg.seed)
         b, p, _ = embeds.shape
         cache, logits, last_pos = self._prefill(embeds, valid, cfg.max_new_tokens)
+        if not cfg.use_cache:
+            cache, seq = None, embeds
         out: list[list[int]] = [[] for _ in range(b)]
         done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
         for t in range(cfg.max_new_tokens):
             tokens = _pick(logits, cfg, gen)
             for i in range(b):
                 if not done[i]:
-                    if tokens[i].item() == self.eos_id:
+                    if tokens[i].item() == self.eos_id and not cfg.ignore_eos:
                         done[i] = True
                     else:
                         out[i].append(int(tokens[i]))
@@ -119,7 +125,14 @@ class Generator:
             if bool(done.all()) or t == cfg.max_new_tokens - 1:
                 return
             valid = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
-            logits = self._step(tokens, cache, valid, last_pos + t, p + t)
+            if cache is None:  # recompute everything: [prefix | generated], prefix-LM mask
+                seq = torch.cat([seq, self.decoder.model.embed_tokens(tokens[:, None])], 1)
+                mask = prefix_lm_mask(valid, torch.full((b,), p, device=valid.device))
+                logits = self.decoder(
+                    inputs_embeds=seq, positions=positions_from_valid(valid), mask=mask, last_only=True
+                )[:, -1]
+            else:
+                logits = self._step(tokens, cache, valid, last_pos + t, p + t)
 
     def generate(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> list[str]:
         """Texts for a left-padded batch of prefixes (B, P, H) with validity (B, P)."""
