@@ -105,7 +105,6 @@ def benchmark_vlm(
 
     import clip
     import vlm
-    from vlm.generate import GenerationConfig
     from weights.world import render, sample_scene
 
     enc = clip.load(encoder, device=device, dtype=dtype) if encoder else None
@@ -122,30 +121,7 @@ def benchmark_vlm(
     ]
     for bs in batch_sizes:
         embeds, valid = captioner._prefixes(images[:bs], [prompt] * bs, new_tokens)
-        full = GenerationConfig(max_new_tokens=new_tokens, ignore_eos=True)
-        runs = {
-            "triptych (KV cache)": (
-                lambda c=full: captioner.generator.generate(embeds, valid, c),
-                lambda: captioner.generator.generate(embeds, valid, GenerationConfig(1)),
-            ),
-            "triptych (no cache)": (
-                lambda c=replace(full, use_cache=False): captioner.generator.generate(embeds, valid, c),
-                None,
-            ),
-            "transformers generate": (
-                lambda n=new_tokens: hf.generate(
-                    inputs_embeds=embeds,
-                    attention_mask=valid.long(),
-                    max_new_tokens=n,
-                    min_new_tokens=n,
-                    do_sample=False,
-                    pad_token_id=0,
-                ),
-                lambda: hf.generate(
-                    inputs_embeds=embeds, attention_mask=valid.long(), max_new_tokens=1, do_sample=False, pad_token_id=0
-                ),
-            ),
-        }
+        runs = _vlm_runs(captioner.generator, hf, embeds, valid, new_tokens)
         for name, (generate, first) in runs.items():
             with torch.inference_mode():
                 generate()  # warm-up
@@ -156,6 +132,33 @@ def benchmark_vlm(
                 (f"batch {bs}: {name}", f"{bs * new_tokens / t:,.0f} tok/s, {bs / t:,.1f} captions/s{ttft_text}")
             )
     return rows
+
+
+def _vlm_runs(generator, hf, embeds: torch.Tensor, valid: torch.Tensor, n: int) -> dict:
+    """name -> (decode n tokens, decode the first token only or None) for one batch of prefixes."""
+    from vlm.generate import GenerationConfig
+
+    full = GenerationConfig(max_new_tokens=n, ignore_eos=True)
+    mask = valid.long()
+
+    def hf_generate(tokens: int):
+        return hf.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=tokens,
+            min_new_tokens=tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+
+    return {
+        "triptych (KV cache)": (
+            lambda: generator.generate(embeds, valid, full),
+            lambda: generator.generate(embeds, valid, GenerationConfig(1)),
+        ),
+        "triptych (no cache)": (lambda: generator.generate(embeds, valid, replace(full, use_cache=False)), None),
+        "transformers generate": (lambda: hf_generate(n), lambda: hf_generate(1)),
+    }
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
