@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format
+.PHONY: demo test format
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## zero-shot classification of a bundled example image against the world's 48 objects
-	HF_HUB_OFFLINE=1 $(VENV)/bin/triptych-classify weights/examples/scene-2.png \
-		--labels-file weights/examples/objects.txt --templates world --top-k 5
+demo: $(STAMP)  ## zero-shot classification of the bundled example images against the world's 48 objects
+	HF_HUB_OFFLINE=1 $(VENV)/bin/triptych-classify weights/examples \
+		--labels-file weights/examples/objects.txt --templates world --top-k 3
 
 test: $(STAMP)  ## lint, then the whole suite (slow tests included)
 	$(VENV)/bin/ruff check .

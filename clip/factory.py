@@ -8,8 +8,10 @@ from pathlib import Path
 import open_clip
 import torch
 
-from weights import SHAPES_DIR
-from weights.manifest import MANIFEST, verify_manifest
+from weights import (
+    SHAPES_DIR,
+    manifest,  # the module, read at call time (weights.manifest imports clip.errors)
+)
 
 from .devices import precision_name, resolve_device, resolve_dtype
 from .encoder import Encoder
@@ -39,8 +41,8 @@ def check_local_dir(folder: Path) -> None:
     present, must match."""
     if not folder.is_dir():
         raise WeightsError(f"encoder folder not found: {folder}")
-    if (folder / MANIFEST).is_file():
-        verify_manifest(folder)
+    if (folder / manifest.MANIFEST).is_file():
+        manifest.verify_manifest(folder)
     for needed in (CONFIG, CHECKPOINT):
         if not (folder / needed).is_file():
             raise WeightsError(f"{folder / needed} is missing; an encoder folder needs {CONFIG} and {CHECKPOINT}")
