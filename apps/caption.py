@@ -16,7 +16,7 @@ import sys
 
 from tqdm.auto import tqdm
 
-from .inputs import batches, expand_inputs
+from .inputs import batches, expand_inputs, read_batch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,14 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         disable=not any(folder for _, folder in files) or len(files) < 2,
     )
     for batch in batches(files, args.batch_size):
-        good, images = [], []
-        for path, _ in batch:
-            try:
-                images.append(clip.load_image(path))
-                good.append(path)
-            except clip.InvalidImageError as err:
-                rows.append({"image": str(path), "error": str(err)})
-                print(f"triptych-caption: skipped {err}", file=sys.stderr)
+        good, images, errors = read_batch(batch, "triptych-caption")
+        rows += errors
         if images:
             try:
                 texts = (

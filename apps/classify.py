@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .inputs import batches, expand_inputs
+from .inputs import batches, expand_inputs, read_batch
 
 
 def read_labels(inline: list[str] | None, label_file: str | None) -> list[str]:
@@ -98,14 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         total=len(files), desc="classify", unit="img", disable=not from_folder or len(files) < 2, file=sys.stderr
     )
     for batch in batches(files, args.batch_size):
-        good, images = [], []
-        for path, _ in batch:
-            try:
-                images.append(clip.load_image(path))
-                good.append(path)
-            except clip.InvalidImageError as err:
-                rows.append({"image": str(path), "error": str(err)})
-                print(f"triptych-classify: skipped {err}", file=sys.stderr)
+        good, images, errors = read_batch(batch, "triptych-classify")
+        rows += errors
         if images:
             probs = encoder.classify(images, labels, templates).cpu()
             for path, p in zip(good, probs):

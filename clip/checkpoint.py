@@ -58,3 +58,16 @@ def load_checkpoint(
         per_param.setdefault(int(idx), {})[name] = val
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
     return meta["state"]
+
+
+def training_record(recipe: dict, state: dict, device: torch.device | str, **extra) -> dict:
+    """What a finished run writes to training.json: recipe, steps, wall time, device, final loss, versions."""
+    return {
+        "recipe": recipe,
+        "steps": state["step"],
+        "train_seconds": round(state["elapsed_s"], 1),
+        "device": str(device),
+        "final_loss": state.get("loss"),
+        "torch": torch.__version__,
+        **extra,
+    }

@@ -35,7 +35,7 @@ from weights.world import DEFAULT_SIDE, random_prompt_spec, render
 from weights.world.dataset import StepBatches, scene_stream
 from weights.world.vocab import world_words
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, training_record
 from .encoder import split_preprocess
 from .losses import MultiPositiveClipLoss, MultiPositiveSigLipLoss
 from .wordlevel import build_word_tokenizer, save_for_transformers
@@ -201,16 +201,7 @@ def train(
     if state["step"] < total:
         accelerator.print(f"stopped at step {state['step']} of {total}; run again to resume from {ckpt}")
         return None
-    info = {
-        "recipe": recipe,
-        "steps": total,
-        "train_seconds": round(state["elapsed_s"], 1),
-        "device": str(accelerator.device),
-        "processes": world,
-        "final_loss": state.get("loss"),
-        "torch": torch.__version__,
-        "open_clip": open_clip.__version__,
-    }
+    info = training_record(recipe, state, accelerator.device, processes=world, open_clip=open_clip.__version__)
     if accelerator.is_main_process:
         export_local_dir(accelerator.unwrap_model(model), recipe, tok_dir, out, info)
         accelerator.print(f"wrote {out} after {info['train_seconds']:.0f} s")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import clip
-from clip.checkpoint import load_checkpoint, save_checkpoint
+from clip.checkpoint import load_checkpoint, save_checkpoint, training_record
 from clip.train import lr_at
 from weights.manifest import write_manifest
 from weights.world.dataset import StepBatches
@@ -153,15 +153,7 @@ def train(
     if state["step"] < total:
         accelerator.print(f"stopped at step {state['step']} of {total}; run again to resume from {ckpt}")
         return None
-    info = {
-        "recipe": recipe,
-        "steps": total,
-        "train_seconds": round(state["elapsed_s"], 1),
-        "device": str(accelerator.device),
-        "final_loss": state.get("loss"),
-        "data": data or "shapes world",
-        "torch": torch.__version__,
-    }
+    info = training_record(recipe, state, accelerator.device, data=data or "shapes world")
     if accelerator.is_main_process:
         model.save_pretrained(out)
         codec.tokenizer.save(str(out / "tokenizer.json"))
