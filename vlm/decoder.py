@@ -162,17 +162,19 @@ class Decoder(nn.Module):
         cache: KVCache | None = None,
         start: int = 0,
         last_only: bool = False,
+        causal: bool = True,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) (or (B, 1, vocab) with last_only).
 
         positions: (B, T) RoPE positions (default start..start+T-1); mask: bool (B, 1, T, S) True = may attend,
-        S = start + T with a cache (default: causal); cache/start: write keys and values at [start, start + T).
+        S = start + T with a cache (default: causal, or none at all with causal=False); cache/start: write keys and
+        values at [start, start + T).
         """
         x = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, H)
         b, t, _ = x.shape
         if positions is None:
             positions = torch.arange(start, start + t, device=x.device).expand(b, t)
-        if mask is None:
+        if mask is None and causal:
             mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)[None, None]
         cos, sin = self.model.rotary(positions, x.dtype)
         for i, block in enumerate(self.model.layers):

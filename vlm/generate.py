@@ -78,11 +78,16 @@ class Generator:
         b, p, _ = embeds.shape
         cache = self.decoder.new_cache(b, p + max_new, dtype=embeds.dtype)
         positions = positions_from_valid(valid)
-        mask = prefix_lm_mask(valid, torch.full((b,), p, device=valid.device))
-        logits = self.decoder(inputs_embeds=embeds, positions=positions, mask=mask, cache=cache, last_only=True)
+        # the whole prefix attends to itself: without padding no mask is needed at all
+        mask = None if bool(valid.all()) else prefix_lm_mask(valid, torch.full((b,), p, device=valid.device))
+        logits = self.decoder(
+            inputs_embeds=embeds, positions=positions, mask=mask, cache=cache, last_only=True, causal=False
+        )
         return cache, logits[:, -1], positions[:, -1]
 
-    def _step(self, tokens: torch.Tensor, cache, valid: torch.Tensor, prev_pos: torch.Tensor, start: int):
+    def _step(
+        self, tokens: torch.Tensor, cache, valid: torch.Tensor, prev_pos: torch.Tensor, start: int, unpadded: bool
+    ):
         """Feed one token per row at cache slot `start`, RoPE position prev_pos + 1; valid (B, start + 1)."""
         embeds = self.decoder.model.embed_tokens(tokens[:, None])  # (B, 1, H)
         mask = valid[:, None, None, :]  # (B, 1, 1, S): all real tokens so far
@@ -106,23 +111,24 @@ class Generator:
         if cfg.seed is not None:
             gen = torch.Generator(device=embeds.device).manual_seed(cfg.seed)
         b, p, _ = embeds.shape
+        unpadded = bool(valid.all())
         cache, logits, last_pos = self._prefill(embeds, valid, cfg.max_new_tokens)
         if not cfg.use_cache:
             cache, seq = None, embeds
         out: list[list[int]] = [[] for _ in range(b)]
-        done = torch.zeros(b, dtype=torch.bool, device=embeds.device)
+        done = [False] * b
         for t in range(cfg.max_new_tokens):
             tokens = _pick(logits, cfg, gen)
-            for i in range(b):
-                if not done[i]:
-                    if tokens[i].item() == self.eos_id and not cfg.ignore_eos:
-                        done[i] = True
-                    else:
-                        out[i].append(int(tokens[i]))
-                        if cfg.stop_strings and self._stopped(out[i], cfg)[0]:
-                            done[i] = True
+            for i, token in enumerate(tokens.tolist()):  # one device sync per step
+                if done[i]:
+                    continue
+                if token == self.eos_id and not cfg.ignore_eos:
+                    done[i] = True
+                else:
+                    out[i].append(token)
+                    done[i] = bool(cfg.stop_strings) and self._stopped(out[i], cfg)[0]
             yield out
-            if bool(done.all()) or t == cfg.max_new_tokens - 1:
+            if all(done) or t == cfg.max_new_tokens - 1:
                 return
             valid = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
             if cache is None:  # recompute everything: [prefix | generated], prefix-LM mask
@@ -132,7 +138,7 @@ class Generator:
                     inputs_embeds=seq, positions=positions_from_valid(valid), mask=mask, last_only=True
                 )[:, -1]
             else:
-                logits = self._step(tokens, cache, valid, last_pos + t, p + t)
+                logits = self._step(tokens, cache, valid, last_pos + t, p + t, unpadded)
 
     def generate(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> list[str]:
         """Texts for a left-padded batch of prefixes (B, P, H) with validity (B, P)."""
@@ -156,6 +162,7 @@ class Generator:
         """Beam search for one prefix; hypotheses ranked by log-probability / length^length_penalty."""
         k = cfg.num_beams
         embeds, valid = embeds.expand(k, -1, -1), valid.expand(k, -1)
+        unpadded = bool(valid.all())
         _, p, _ = embeds.shape
         cache, logits, last_pos = self._prefill(embeds, valid, cfg.max_new_tokens)
         scores = torch.zeros(k, device=embeds.device)
@@ -190,6 +197,6 @@ class Generator:
             cache.reorder(index)
             beams, scores = next_beams, torch.tensor(next_scores, device=embeds.device)
             valid = torch.cat([valid, torch.ones(k, 1, dtype=torch.bool, device=valid.device)], 1)
-            logits = self._step(torch.tensor(tokens, device=embeds.device), cache, valid, last_pos + t, p + t)
+            logits = self._step(torch.tensor(tokens, device=embeds.device), cache, valid, last_pos + t, p + t, unpadded)
         best = max(finished, key=lambda f: f[0])[1]
         return self._stopped(best, cfg)[1]
