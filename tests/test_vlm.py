@@ -49,13 +49,21 @@ def trained(tmp_path_factory, encoder_dir):
 
 
 def test_stages_freeze_what_they_do_not_train(tmp_path, encoder_dir):
+    from accelerate.utils import set_seed
+
+    from vlm.train import build
+
     recipe = {**RECIPE, "encoder": encoder_dir}
+    set_seed(recipe["seed"])  # train() seeds the same way before building: this is its initial model
+    initial = build(recipe, clip.load(encoder_dir, device="cpu"))[0].state_dict()
     assert train(recipe, tmp_path / "out", tmp_path / "work", workers=0, stop_after=2) is None
     after_stage_1 = load_file(tmp_path / "work/checkpoint/model.safetensors")
     train(recipe, tmp_path / "out", tmp_path / "work", workers=0)
     final = load_file(tmp_path / "work/checkpoint/model.safetensors")
-    key = "decoder.model.layers.0.mlp.up_proj.weight"
-    assert not torch.equal(after_stage_1[key], final[key])  # stage 2 trains the decoder
+    decoder_key, projector_key = "decoder.model.layers.0.mlp.up_proj.weight", "projector.fc1.weight"
+    assert torch.equal(initial[decoder_key], after_stage_1[decoder_key])  # stage 1: decoder frozen
+    assert not torch.equal(initial[projector_key], after_stage_1[projector_key])  # ... projector trained
+    assert not torch.equal(after_stage_1[decoder_key], final[decoder_key])  # stage 2 trains the decoder
 
 
 def test_resume_is_exact(tmp_path, encoder_dir, trained):
