@@ -69,7 +69,7 @@ def benchmark_classify(
     t_plain = statistics.median(timed(lambda: plain_classify(images), repeats, dev))
 
     def first_call() -> None:
-        encoder._labels.clear()
+        encoder.clear_label_cache()
         encoder.classify(images[:1], labels)
 
     t_first = statistics.median(timed(first_call, repeats, dev))

@@ -169,7 +169,7 @@ class Encoder:
         """(N, D) float32 L2-normalised text embeddings."""
         texts = check_texts(texts)
         out = [
-            self.model.encode_text(self.tokenize(texts[i : i + batch_size]), normalize=True)
+            self.model.encode_text(self.tokenizer(texts[i : i + batch_size]).to(self.device), normalize=True)
             for i in range(0, len(texts), batch_size)
         ]
         return torch.cat(out).float()
@@ -214,6 +214,10 @@ class Encoder:
         if len(self._labels) > LABEL_CACHE_SIZE:
             self._labels.popitem(last=False)
         return emb
+
+    def clear_label_cache(self) -> None:
+        """Forget every cached label set (the next classify call re-encodes its labels)."""
+        self._labels.clear()
 
     @torch.inference_mode()
     def logits(

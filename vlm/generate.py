@@ -150,9 +150,9 @@ class Generator:
 
     def stream(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> Iterator[str]:
         """Text pieces of one prefix, as decoded."""
-        shown = ""
+        cfg, shown = cfg.checked(), ""
         for ids in self.stream_ids(embeds[:1], valid[:1], cfg):
-            text = self._stopped(ids[0], cfg.checked())[1]
+            text = self._stopped(ids[0], cfg)[1]
             if len(text) > len(shown) and text.startswith(shown):
                 yield text[len(shown) :]
                 shown = text
