@@ -178,3 +178,20 @@ def test_vlm_benchmark_rows(trained, encoder_dir):
     for bs in (1, 2):
         for name in ("triptych (KV cache)", "triptych (no cache)", "transformers generate"):
             assert "tok/s" in rows[f"batch {bs}: {name}"]
+
+
+def test_loss_weighs_every_sample_equally_whatever_its_answer_length(encoder_dir):
+    """A one-word answer counts as much as a long caption: the batch loss is the mean of the samples' own losses,
+    each unaffected by the padding its neighbours bring."""
+    from vlm.train import build
+
+    torch.manual_seed(0)
+    model, codec = build({**RECIPE, "encoder": encoder_dir}, clip.load(encoder_dir, device="cpu"))
+    tokens = torch.randn(2, 9, model.config.vision_width)  # (B, cells, vision width)
+    prompts = [codec.encode("caption"), codec.encode("how many objects are there?")]
+    answers = [codec.encode("a large red circle in the top left and a small blue star in the center"), [5]]
+    with torch.no_grad():
+        batch = model(tokens, prompts, answers)
+        alone = [model(tokens[i : i + 1], prompts[i : i + 1], answers[i : i + 1]) for i in range(2)]
+    assert len(answers[0]) > 10
+    torch.testing.assert_close(batch, (alone[0] + alone[1]) / 2, atol=1e-5, rtol=1e-5)

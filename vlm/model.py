@@ -59,7 +59,11 @@ class VLM(nn.Module):
         return embeds, valid
 
     def forward(self, image_tokens: torch.Tensor, prompts: list[list[int]], answers: list[list[int]]) -> torch.Tensor:
-        """Training loss: mean cross-entropy of the answer tokens (the prefix is context only), right-padded."""
+        """Training loss: cross-entropy over each sample's answer tokens, averaged per sample and then over the batch.
+
+        Per-sample averaging keeps one-word answers ("yes", "three") as heavy as 25-token captions; a plain mean over
+        tokens lets captions dominate the gradient and short answers go unlearned. The prefix is context only.
+        """
         images = self.projector(image_tokens)  # (B, L, H)
         b, n_img, h = images.shape
         lengths = [n_img + len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
@@ -80,7 +84,10 @@ class VLM(nn.Module):
         logits = self.decoder(
             inputs_embeds=embeds, positions=positions_from_valid(valid), mask=prefix_lm_mask(valid, prefix)
         )
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+        # (B, S): zero where the target is ignored
+        token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        answer_tokens = (targets != -100).sum(dim=1).clamp(min=1)  # (B,)
+        return (token_loss.sum(dim=1) / answer_tokens).mean()
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> None:
