@@ -82,3 +82,21 @@ def test_round_trip_and_bad_folders(tmp_path):
         Decoder.from_pretrained(tmp_path / "empty")
     with pytest.raises(WeightsError, match="not supported"):
         DecoderConfig.from_hf({"model_type": "gpt2"})
+
+
+def test_fused_inference_projections_follow_weight_changes(tmp_path):
+    """Inference stacks q/k/v (and gate/up) into one matmul; the stack must be rebuilt when a weight changes."""
+    reference().save_pretrained(tmp_path, safe_serialization=True)
+    model = Decoder.from_pretrained(tmp_path).eval()
+    ids = torch.randint(0, TINY["vocab_size"], (2, 9))
+    with torch.no_grad():
+        before = model(ids)
+        assert torch.allclose(before, model(ids))
+        layer = model.model.layers[0]
+        layer.self_attn.k_proj.weight.mul_(1.5)
+        layer.mlp.up_proj.weight.add_(0.01)
+        after = model(ids)
+    with torch.enable_grad():  # the unfused training path, same weights
+        unfused = model(ids).detach()
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, unfused, atol=1e-5)

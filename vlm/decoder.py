@@ -29,10 +29,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
 class Rotary(nn.Module):
@@ -52,6 +49,24 @@ class Rotary(nn.Module):
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def fused_weight(owner: nn.Module, parts: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The parts' weights (and biases) stacked into one matrix, cached on `owner` until any of them changes, so
+    inference runs one matmul where Llama's layout has several (names and checkpoints stay Llama's)."""
+    key = tuple((p.weight.data_ptr(), p.weight.dtype, _version(p.weight)) for p in parts)
+    cached = getattr(owner, "_fused", None)
+    if cached is None or cached[0] != key:
+        weight = torch.cat([p.weight for p in parts]).detach()
+        bias = torch.cat([p.bias for p in parts]).detach() if parts[0].bias is not None else None
+        cached = (key, weight, bias)
+        owner._fused = cached
+    return cached[1], cached[2]
+
+
+def _version(t: torch.Tensor) -> int:
+    """In-place updates bump a tensor's version; inference tensors have none (and cannot change outside it)."""
+    return -1 if t.is_inference() else t._version
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -84,12 +99,17 @@ class Attention(nn.Module):
         start: int,
     ) -> torch.Tensor:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)  # (B, heads, T, hd)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, kv_heads, T, hd)
-        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        h, kvh = self.heads, self.kv_heads
+        if torch.is_grad_enabled():  # training: separate projections, gradients to each
+            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+        else:  # inference: one matmul
+            qkv = F.linear(x, *fused_weight(self, (self.q_proj, self.k_proj, self.v_proj)))
+        qkv = qkv.view(b, t, h + 2 * kvh, self.head_dim).transpose(1, 2)  # (B, heads + 2 kv_heads, T, hd)
+        qk, v = qkv[:, : h + kvh], qkv[:, h + kvh :]
         if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            qk = torch.cat([self.q_norm(qk[:, :h]), self.k_norm(qk[:, h:])], dim=1)
+        qk = apply_rope(qk, cos, sin)  # queries and keys rotated together
+        q, k = qk[:, :h], qk[:, h:]
         if cache is not None:
             k, v = cache.update(layer, k, v, start)  # (B, kv_heads, start + T, hd)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
@@ -106,7 +126,10 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if torch.is_grad_enabled():
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = F.linear(x, *fused_weight(self, (self.gate_proj, self.up_proj))).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class Block(nn.Module):
