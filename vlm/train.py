@@ -21,15 +21,16 @@ from tqdm.auto import tqdm
 
 import clip
 from clip.checkpoint import load_checkpoint, save_checkpoint, training_record
+from clip.datasets import FileSamples, read_samples
 from clip.train import lr_at
 from weights.manifest import write_manifest
 from weights.world.dataset import StepBatches
 
 from .config import DecoderConfig
-from .data import FileSamples, WorldSamples, read_samples
+from .data import WorldSamples
 from .decoder import Decoder
 from .model import VLM, VLMConfig
-from .tokenizer import TextCodec, build_world_tokenizer
+from .tokenizer import CAPTION_PROMPT, TextCodec, build_world_tokenizer
 
 MODULES = ("projector", "decoder")
 
@@ -108,7 +109,7 @@ def train(
     vlm, optimizer = accelerator.prepare(vlm, optimizer)
     batch_size, seed = recipe["batch_size"], recipe["seed"]
     make = (
-        FileSamples(read_samples(data), seed, batch_size)
+        FileSamples(read_samples(data, CAPTION_PROMPT), seed, batch_size)
         if data
         else WorldSamples(seed, batch_size, recipe.get("caption_fraction", 0.5), accelerator.process_index)
     )
