@@ -25,7 +25,7 @@ LABEL_CACHE_SIZE = 64
 class TextStates:
     """Text encoded for conditioning: pooled embedding and per-token final-layer states."""
 
-    embeds: torch.Tensor  # (N, D) projected, L2-normalised
+    embeds: torch.Tensor  # (N, D) projected, not normalised (as the Kandinsky prior is conditioned)
     states: torch.Tensor  # (N, L, width) final-norm token states
     mask: torch.Tensor  # (N, L) True for real tokens (not padding)
 
@@ -155,11 +155,13 @@ class Encoder:
 
     # ------------------------------------------------------------------ encoders
     @torch.inference_mode()
-    def encode_image(self, images: ImageInput | Iterable[ImageInput], batch_size: int = 256) -> torch.Tensor:
-        """(N, D) float32 L2-normalised image embeddings."""
+    def encode_image(
+        self, images: ImageInput | Iterable[ImageInput], batch_size: int = 256, normalize: bool = True
+    ) -> torch.Tensor:
+        """(N, D) float32 image embeddings, L2-normalised unless `normalize=False` (the unCLIP decoder's input)."""
         images = load_images(images)
         out = [
-            self.model.encode_image(self._pixels(images[i : i + batch_size]), normalize=True)
+            self.model.encode_image(self._pixels(images[i : i + batch_size]), normalize=normalize)
             for i in range(0, len(images), batch_size)
         ]
         return torch.cat(out).float()
@@ -175,12 +177,24 @@ class Encoder:
         return torch.cat(out).float()
 
     @torch.inference_mode()
-    def text_states(self, texts: str | Iterable[str]) -> TextStates:
-        """Pooled embeddings plus final-layer token states and their padding mask (the prior's conditioning)."""
-        tokens = self.tokenize(texts)
+    def text_states(self, texts: str | Iterable[str], allow_empty: bool = False) -> TextStates:
+        """Projected (unnormalised) embeddings plus final-layer token states and their padding mask: the prior's
+        conditioning. `allow_empty` admits "" (the unconditional prompt of classifier-free guidance)."""
+        if allow_empty:
+            items = [texts] if isinstance(texts, str) else list(texts)
+            check_texts([t or "-" for t in items])  # everything but emptiness
+            tokens = self.tokenizer(items).to(self.device)
+        else:
+            tokens = self.tokenize(texts)
         out = self.model.forward_intermediates(text=tokens, text_indices=[-1], normalize_intermediates=True)
-        embeds = F.normalize(out["text_features"].float(), dim=-1)
-        return TextStates(embeds, out["text_intermediates"][0], tokens != self.pad_id)
+        return TextStates(out["text_features"], out["text_intermediates"][0], tokens != self.pad_id)
+
+    @torch.inference_mode()
+    def zero_image_embed(self) -> torch.Tensor:
+        """(1, D) unnormalised embedding of an all-zero pixel tensor: unCLIP's "no image" condition."""
+        size = self.image_size
+        zeros = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
+        return self.model.encode_image(zeros, normalize=False).float()
 
     @torch.inference_mode()
     def patch_tokens(

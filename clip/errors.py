@@ -19,3 +19,7 @@ class InvalidLabelsError(TriptychError, ValueError):
 
 class WeightsError(TriptychError, OSError):
     """A weights folder that is missing, incomplete, corrupted or in an unknown format."""
+
+
+class InvalidSettingError(TriptychError, ValueError):
+    """A number or option out of range: steps, guidance, strength, counts, seeds, scheduler names."""

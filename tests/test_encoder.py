@@ -8,6 +8,7 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import clip
@@ -134,8 +135,22 @@ def test_patch_tokens_and_text_states(tiny):
     assert states.states.shape[:2] == states.mask.shape == (2, 36)
     assert states.mask.sum(1).tolist() == [5, 8]  # <bos> words <eos>
     assert torch.allclose(
-        states.embeds, tiny.encode_text(["a red circle", "two objects on a black background"]), atol=1e-5
+        F.normalize(states.embeds, dim=-1),
+        tiny.encode_text(["a red circle", "two objects on a black background"]),
+        atol=1e-5,
     )
+    empty = tiny.text_states(["", "a red circle"], allow_empty=True)
+    assert empty.mask.sum(1).tolist() == [2, 5]  # "" is <bos><eos>, the unconditional prompt
+    with pytest.raises(InvalidTextError):
+        tiny.text_states([""])
+
+
+def test_unnormalised_image_embeddings_and_the_zero_image(tiny):
+    raw = tiny.encode_image(images(2), normalize=False)
+    assert torch.allclose(F.normalize(raw, dim=-1), tiny.encode_image(images(2)), atol=1e-5)
+    assert not torch.allclose(raw.norm(dim=-1), torch.ones(2))
+    zero = tiny.zero_image_embed()
+    assert zero.shape == (1, tiny.embed_dim) and torch.isfinite(zero).all()
 
 
 def test_siglip_models_use_sigmoid_with_bias(tmp_path):
