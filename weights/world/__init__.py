@@ -2,6 +2,7 @@
 
 from .dataset import ShapesDataset, export_folder
 from .parse_image import parse_image
+from .prompts import GENEVAL_CATEGORIES, HELD_OUT_CATEGORIES, describe_scene, geneval_prompt
 from .render import render, render_array
 from .scene import Scene, SceneObject, sample_scene
 from .spec import (
@@ -35,6 +36,10 @@ from .text import (
 )
 
 __all__ = [
+    "GENEVAL_CATEGORIES",
+    "HELD_OUT_CATEGORIES",
+    "describe_scene",
+    "geneval_prompt",
     "ALL_PAIRS",
     "BACKGROUNDS",
     "COLORS",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, replace
+from itertools import permutations
 from typing import Literal
 
 from .scene import HeldOut, Scene, SceneObject, as_rng
@@ -94,15 +95,17 @@ class ObjectSpec:
 class PromptSpec:
     """The meaning of a prompt, so that whether a scene satisfies it can be decided exactly.
 
-    caption: exactly these objects; object: some object matches; relation: some pair (a, b) matches with
-    `a <relation> b`; count: exactly `count` objects, each matching objects[0]. background: None = either.
+    caption: exactly these objects, in reading order; objects: exactly these objects, in any order; object: some
+    object matches; relation: some pair (a, b) matches with `a <relation> b` (and, when `exact`, the scene holds
+    only those two); count: exactly `count` objects, each matching objects[0]. background: None = either.
     """
 
-    kind: Literal["caption", "object", "relation", "count"]
+    kind: Literal["caption", "objects", "object", "relation", "count"]
     objects: tuple[ObjectSpec, ...]
     relation: str | None = None
     count: int | None = None
     background: str | None = None
+    exact: bool = False
 
     def satisfied_by(self, scene: Scene) -> bool:
         if self.background is not None and self.background != scene.background:
@@ -110,9 +113,15 @@ class PromptSpec:
         objs = scene.objects
         if self.kind == "caption":
             return len(objs) == len(self.objects) and all(s.matches(o) for s, o in zip(self.objects, objs))
+        if self.kind == "objects":
+            return len(objs) == len(self.objects) and any(
+                all(s.matches(o) for s, o in zip(self.objects, order)) for order in permutations(objs)
+            )
         if self.kind == "object":
             return any(self.objects[0].matches(o) for o in objs)
         if self.kind == "relation":
+            if self.exact and len(objs) != 2:
+                return False
             a_spec, b_spec = self.objects
             return any(
                 a is not b and a_spec.matches(a) and b_spec.matches(b) and relation(a, b) == self.relation
@@ -122,7 +131,8 @@ class PromptSpec:
         return len(objs) == self.count and all(self.objects[0].matches(o) for o in objs)
 
 
-def _spec_of(obj: SceneObject, size: bool, color: bool, position: bool) -> ObjectSpec:
+def spec_of(obj: SceneObject, size: bool, color: bool, position: bool) -> ObjectSpec:
+    """What a phrase naming `obj` with these attributes says of it."""
     return ObjectSpec(
         obj.shape, obj.color if color else None, obj.size if size else None, obj.cell if position else None
     )
@@ -137,14 +147,14 @@ def random_prompt_spec(scene: Scene, seed_or_rng: int | random.Random | None = N
         form = "object"
     if form == "caption":
         text = join_phrases([phrase(o) for o in objs])
-        specs = tuple(_spec_of(o, True, True, True) for o in objs)
+        specs = tuple(spec_of(o, True, True, True) for o in objs)
         background = scene.background == "black" or rng.random() < 0.2
         spec = PromptSpec("caption", specs)
     elif form == "object":
         obj, position = rng.choice(objs), rng.random() < 0.5
         size, color = rng.random() < 0.5, rng.random() < 0.7
         text = phrase(obj, size=size, color=color, position=position)
-        spec = PromptSpec("object", (_spec_of(obj, size, color, position),))
+        spec = PromptSpec("object", (spec_of(obj, size, color, position),))
         background = rng.random() < 0.3
     elif form == "relation":
         a, b = rng.sample(objs, 2)
@@ -154,7 +164,7 @@ def random_prompt_spec(scene: Scene, seed_or_rng: int | random.Random | None = N
             f"{phrase(a, size=flags[0][0], color=flags[0][1], position=False)} {rel} "
             f"{phrase(b, size=flags[1][0], color=flags[1][1], position=False)}"
         )
-        spec = PromptSpec("relation", (_spec_of(a, *flags[0], False), _spec_of(b, *flags[1], False)), rel)
+        spec = PromptSpec("relation", (spec_of(a, *flags[0], False), spec_of(b, *flags[1], False)), rel)
         background = rng.random() < 0.3
     else:
         text, spec = count_phrase(scene, rng)
