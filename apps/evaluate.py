@@ -21,6 +21,26 @@ THRESHOLDS = {  # issue 2's bar for the bundled encoder, shown beside the scores
     },
     "held_out": {"object": 0.80},
 }
+VLM_THRESHOLDS = {  # issue 3's bar for the bundled VLM
+    "in_distribution": {
+        "caption_exact": 0.90,
+        "object_f1": 0.97,
+        **{f"q_{q}": 0.95 for q in ("count", "color", "shape", "position", "exists", "background")},
+    },
+    "held_out": {"object_f1": 0.85},
+}
+GENERATOR_THRESHOLDS = {  # issue 4's bar for the bundled generator
+    "in_distribution": {
+        "overall": 0.80,
+        "single_object": 0.95,
+        "colors": 0.95,
+        "counting": 0.80,
+        "position": 0.70,
+        "attribute_binding": 0.70,
+        "vae_psnr_db": 32.0,
+    },
+    "held_out": {"overall": 0.50},
+}
 
 
 def markdown_table(results: dict, thresholds: dict | None = None) -> str:
@@ -61,6 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     cap.add_argument("--dtype")
     cap.add_argument("--json")
     cap.add_argument("--markdown")
+    gen = sub.add_parser("diffusion", help="GenEval-style generation scores, VAE PSNR and CLIP score")
+    gen.add_argument("--model", default="shapes", help="generator folder or 'shapes'")
+    gen.add_argument("--encoder", help="encoder to share (default: the one the generator was trained with)")
+    gen.add_argument("--count", type=int, default=50, help="fresh prompts per category")
+    gen.add_argument("--images", type=int, default=4, help="images per prompt")
+    gen.add_argument("--seed", type=int, default=1234)
+    gen.add_argument("--steps", type=int, help="decoder steps (default: the generator's)")
+    gen.add_argument("--scheduler", help="ddim, dpm++ or ddpm (default: the generator's)")
+    gen.add_argument("--device")
+    gen.add_argument("--dtype")
+    gen.add_argument("--json")
+    gen.add_argument("--markdown")
     args = parser.parse_args(argv)
     if args.count <= 0:
         parser.error("--count must be positive")
@@ -73,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         encoder = clip.load(args.model, device=args.device, dtype=args.dtype)
         results = evaluate_encoder(encoder, count=args.count, seed=args.seed)
         bars = THRESHOLDS if args.model == "shapes" else None
+    elif args.what == "diffusion":
+        import diffusion
+
+        from .eval_diffusion import evaluate_generator
+
+        encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
+        generator = diffusion.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype)
+        settings = {k: v for k, v in (("steps", args.steps), ("scheduler", args.scheduler)) if v is not None}
+        results = evaluate_generator(
+            generator, count=args.count, images_per_prompt=args.images, seed=args.seed, **settings
+        )
+        bars = GENERATOR_THRESHOLDS if args.model == "shapes" else None
     else:
         import vlm
 
@@ -81,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
         captioner = vlm.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype)
         results = evaluate_captioner(captioner, count=args.count, seed=args.seed)
-        bars = None
+        bars = VLM_THRESHOLDS if args.model == "shapes" else None
     table = markdown_table(results, bars)
     report = {"model": args.model, "count": args.count, "seed": args.seed, "scores": results}
     if args.json:
