@@ -189,8 +189,34 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--repeats", type=int, default=5)
     gen.add_argument("--device")
     gen.add_argument("--dtype")
+    dif = sub.add_parser("diffusion", help="decoder vs diffusers' KandinskyV22Pipeline; DPM-Solver++ vs DDIM-50")
+    dif.add_argument("--model", default="shapes")
+    dif.add_argument("--encoder")
+    dif.add_argument("--batch-size", type=int, default=16)
+    dif.add_argument("--steps", type=int, nargs="+", default=[25, 50], help="step counts to compare at")
+    dif.add_argument("--fast-steps", type=int, nargs="+", default=[10, 15], help="DPM-Solver++ step counts")
+    dif.add_argument("--score-count", type=int, default=20, help="prompts per category for scores (0: skip)")
+    dif.add_argument("--repeats", type=int, default=3)
+    dif.add_argument("--device")
+    dif.add_argument("--dtype")
     args = parser.parse_args(argv)
-    if args.what == "classify":
+    if args.what == "diffusion":
+        from .bench_diffusion import benchmark_generator
+
+        if min([args.batch_size, args.repeats, *args.steps, *args.fast_steps]) <= 0 or args.score_count < 0:
+            parser.error("--batch-size, --repeats and step counts must be positive, --score-count >= 0")
+        rows = benchmark_generator(
+            args.model,
+            args.encoder,
+            args.batch_size,
+            tuple(args.steps),
+            tuple(args.fast_steps),
+            args.score_count,
+            args.repeats,
+            args.device,
+            args.dtype,
+        )
+    elif args.what == "classify":
         if min(args.batch_size, args.labels, args.repeats) <= 0:
             parser.error("--batch-size, --labels and --repeats must be positive")
         rows = benchmark_classify(args.model, args.batch_size, args.labels, args.repeats, args.device, args.dtype)

@@ -1,0 +1,81 @@
+"""Score a generator the GenEval way: generate from fresh prompts, parse every image back into objects with the
+world's image parser, and count a prompt's image as passing only on an exact match. Also VAE reconstruction
+PSNR on fresh scenes, and a CLIP score (100 x cosine between the generated image and its prompt)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from tqdm.auto import tqdm
+
+from diffusion.data import to_pixels
+from weights.world import GENEVAL_CATEGORIES, HELD_OUT_CATEGORIES, geneval_prompt, parse_image, render, sample_scene
+
+
+def geneval_scores(
+    generator, prompts: list[str], specs: list, images_per_prompt: int, seed: int, batch_prompts: int, **settings
+) -> tuple[float, float]:
+    """(pass rate over every image, mean CLIP score) for prompts with their PromptSpecs."""
+    passed, clip_scores = 0, []
+    for i in range(0, len(prompts), batch_prompts):
+        chunk = prompts[i : i + batch_prompts]
+        images = generator.generate(
+            chunk, seed=seed + i, num_images=images_per_prompt, progress=False, **settings
+        )  # prompt-major
+        for j, image in enumerate(images):
+            passed += specs[i + j // images_per_prompt].satisfied_by(parse_image(image))
+        text = generator.encoder.encode_text(chunk).repeat_interleave(images_per_prompt, dim=0)
+        clip_scores += (100 * (generator.encoder.encode_image(images) * text).sum(-1).clamp(min=0)).tolist()
+    return passed / (len(prompts) * images_per_prompt), sum(clip_scores) / len(clip_scores)
+
+
+@torch.inference_mode()
+def vae_psnr(generator, count: int, seed: int) -> float:
+    """Mean PSNR (dB) of the VAE's 8-bit reconstructions of fresh scenes."""
+    rng = random.Random(f"{seed}/vae")
+    total = 0.0
+    for i in range(0, count, 64):
+        images = [render(sample_scene(rng)) for _ in range(min(64, count - i))]
+        pixels = to_pixels(images, generator.decoder.movq.device)
+        recon = generator.decoder.decode(generator.decoder.encode(pixels)).float()  # (N, 3, H, W) in [0, 1]
+        recon = (recon * 255).round() / 255
+        truth = pixels.float() * 0.5 + 0.5
+        mse = (recon - truth).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
+        total += (10 * torch.log10(1 / mse)).sum().item()
+    return total / count
+
+
+def evaluate_generator(
+    generator,
+    count: int = 50,
+    images_per_prompt: int = 4,
+    seed: int = 1234,
+    batch_prompts: int = 16,
+    vae_count: int = 500,
+    **settings,
+) -> dict:
+    """{"in_distribution": {category: score, ..., overall, clip_score, vae_psnr_db}, "held_out": {...}}:
+    `count` fresh prompts per category, `images_per_prompt` images each."""
+    results: dict[str, dict[str, float]] = {"in_distribution": {}, "held_out": {}}
+    for split in ("in_distribution", "held_out"):
+        categories = GENEVAL_CATEGORIES if split == "in_distribution" else HELD_OUT_CATEGORIES
+        held, clip_scores = split == "held_out", []
+        for category in tqdm(categories, desc=f"geneval {split}", leave=False):
+            rng = random.Random(f"{seed}/geneval/{split}/{category}")
+            pairs = [geneval_prompt(category, rng, held_out=held) for _ in range(count)]
+            score, clip_score = geneval_scores(
+                generator,
+                [p for p, _ in pairs],
+                [s for _, s in pairs],
+                images_per_prompt,
+                seed,
+                batch_prompts,
+                **settings,
+            )
+            results[split][category] = score
+            clip_scores.append(clip_score)
+        results[split]["overall"] = sum(results[split][c] for c in categories) / len(categories)
+        results[split]["clip_score"] = sum(clip_scores) / len(clip_scores)
+    results["in_distribution"]["vae_psnr_db"] = vae_psnr(generator, vae_count, seed)
+    return results

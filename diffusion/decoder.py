@@ -1,0 +1,119 @@
+"""The decoder: CLIP image embedding -> VAE latents (UNet denoising) -> pixels.
+
+The loops are KandinskyV22Pipeline's and KandinskyV22Img2ImgPipeline's, step for step, so a Kandinsky-format
+decoder folder (`unet/`, `movq/`, `scheduler/`) gives the same image here as in diffusers. Conditional and
+unconditional halves run as one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, timestep, latents)
+
+
+class DecoderStage:
+    """UNet2DConditionModel (image-embedding conditioned) + VQModel (MoVQ layout) + a scheduler."""
+
+    def __init__(self, unet: UNet2DConditionModel, movq: VQModel, scheduler: SchedulerMixin) -> None:
+        self.unet, self.movq, self.scheduler = unet.eval(), movq.eval(), scheduler
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> DecoderStage:
+        """A Kandinsky-2.2-format decoder folder: `unet/`, `movq/`, `scheduler/` (safetensors only)."""
+        folder = Path(folder)
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
+        movq = VQModel.from_pretrained(folder / "movq", use_safetensors=True, torch_dtype=dtype)
+        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        return cls(unet.to(device), movq.to(device), scheduler)
+
+    @property
+    def scale_factor(self) -> int:
+        """Pixels per latent along a side (MoVQ downsamples once per block after the first)."""
+        return 2 ** (len(self.movq.config.block_out_channels) - 1)
+
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """Kandinsky's rounding: up to a multiple of scale_factor**2 pixels, then divided by scale_factor."""
+        f = self.scale_factor
+        return -(-height // f**2) * f, -(-width // f**2) * f
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) pixels in [-1, 1] -> (N, C, H/f, W/f) latents (unquantised, as img2img uses them)."""
+        return self.movq.encode(pixels.to(self.movq.dtype)).latents
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) latents -> (N, 3, h*f, w*f) pixels in [0, 1]."""
+        pixels = self.movq.decode(latents.to(self.movq.dtype), force_not_quantize=True).sample
+        return (pixels * 0.5 + 0.5).clamp(0, 1)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        image_embeds: torch.Tensor,
+        negative_image_embeds: torch.Tensor,
+        *,
+        height: int = 64,
+        width: int = 64,
+        steps: int = 50,
+        guidance: float = 4.0,
+        generator: torch.Generator | None = None,
+        init_latents: torch.Tensor | None = None,
+        strength: float = 1.0,
+        callback: StepCallback | None = None,
+        progress: bool = True,
+    ) -> torch.Tensor:
+        """(N, D) image embeddings -> (N, C, h, w) denoised latents.
+
+        With `init_latents` (img2img) the schedule starts part-way, at `strength` of the way from the image to
+        noise; otherwise from pure noise.
+        """
+        device, dtype = self.unet.device, self.unet.dtype
+        guided = guidance > 1
+        embeds = image_embeds.to(device, dtype)
+        if guided:
+            embeds = torch.cat([negative_image_embeds.to(device, dtype), embeds])  # (2N, D): uncond, cond
+        self.scheduler.set_timesteps(steps, device=device)
+        timesteps = self.scheduler.timesteps
+        channels = self.unet.config.in_channels
+        if init_latents is None:
+            shape = (len(image_embeds), channels, *self.latent_size(height, width))
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+            latents = latents * self.scheduler.init_noise_sigma
+        else:
+            first = min(int(steps * strength), steps)
+            timesteps = timesteps[max(steps - first, 0) :]
+            latents = init_latents.to(device, dtype)
+            if len(timesteps):  # strength too small for even one step: the image comes back as it was
+                noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=dtype)
+                latents = self.scheduler.add_noise(latents, noise, timesteps[:1].repeat(len(latents)))
+        learned_variance = getattr(self.scheduler.config, "variance_type", None) in ("learned", "learned_range")
+        for i, t in enumerate(tqdm(timesteps, desc="decoder", disable=not progress, leave=False)):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            out = self.unet(
+                sample=model_input,
+                timestep=t,
+                encoder_hidden_states=None,
+                added_cond_kwargs={"image_embeds": embeds},
+                return_dict=False,
+            )[0]  # (B, 2C, h, w): noise and variance
+            if guided:
+                noise_pred, variance_pred = out.split(channels, dim=1)
+                uncond, cond = noise_pred.chunk(2)
+                out = torch.cat([uncond + guidance * (cond - uncond), variance_pred.chunk(2)[1]], dim=1)
+            if not learned_variance:
+                out = out[:, :channels]
+            latents = self.scheduler.step(out, t, latents, generator=generator)[0]
+            if callback is not None:
+                callback(i, int(t), latents)
+        return latents

@@ -1,0 +1,304 @@
+"""The unCLIP generator: prompts -> prior -> image embeddings -> decoder -> images, on the shared encoder.
+
+Also image variations (the image's own embedding), interpolation between prompts and images in embedding
+space, img2img, best-of-N reranking by the encoder and DALL-E 2's prior candidates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import clip
+from clip.devices import resolve_device, resolve_dtype
+from clip.encoder import check_texts
+from clip.errors import InvalidSettingError, InvalidTextError, WeightsError
+from clip.images import ImageInput, load_image
+from weights import SHAPES_DIR
+from weights.manifest import MANIFEST, verify_manifest
+
+from .data import to_pixels
+from .decoder import DecoderStage, StepCallback
+from .prior import PriorStage
+from .schedulers import make_scheduler, scheduler_name
+from .settings import GenerationSettings, is_real
+
+CONFIG = "generator.json"
+BUNDLED = {"shapes": SHAPES_DIR / "diffusion"}
+MAX_BATCH_IMAGES = 256  # prompts x num_images x best_of in one call
+
+
+class UnCLIPGenerator:
+    """A prior and a decoder joined to a shared encoder. `defaults` are the settings calls start from."""
+
+    def __init__(
+        self,
+        prior: PriorStage,
+        decoder: DecoderStage,
+        encoder: clip.Encoder,
+        image_size: int,
+        defaults: GenerationSettings | None = None,
+        name: str = "",
+    ) -> None:
+        self.prior, self.decoder, self.encoder = prior, decoder, encoder
+        self.image_size, self.name = image_size, name
+        self.defaults = (defaults or GenerationSettings()).checked()
+        self._decoder_scheduler_config = dict(decoder.scheduler.config)
+
+    def __repr__(self) -> str:
+        return f"UnCLIPGenerator({self.name!r}, encoder={self.encoder.name!r}, device={self.encoder.device})"
+
+    # ------------------------------------------------------------------ public API
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        seed: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        num_images: int | None = None,
+        *,
+        callback: StepCallback | None = None,
+        progress: bool = True,
+        **settings,
+    ) -> list[Image.Image]:
+        """`num_images` images per prompt, prompt-major. Other settings: see GenerationSettings."""
+        s = self.defaults.updated(seed=seed, steps=steps, guidance=guidance, num_images=num_images, **settings)
+        prompts = check_texts(prompts, "prompt")
+        negatives = self._negatives(negative_prompt, len(prompts))
+        self._check_batch(len(prompts) * s.num_images * s.best_of)
+        generator = _generator(s.seed)
+        embeds, negative = self.prior(
+            prompts,
+            negatives,
+            steps=s.prior_steps,
+            guidance=s.prior_guidance,
+            generator=generator,
+            num_images=s.num_images * s.best_of,
+            candidates=s.prior_candidates,
+            progress=progress,
+        )
+        target = self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)  # (N, D) for reranking
+        return self._decode(embeds, negative, s, generator, target, callback=callback, progress=progress)
+
+    def variations(
+        self,
+        image: ImageInput,
+        seed: int | None = None,
+        num_images: int | None = None,
+        *,
+        callback: StepCallback | None = None,
+        progress: bool = True,
+        **settings,
+    ) -> list[Image.Image]:
+        """Images that share the given image's embedding: same content, new draws."""
+        s = self.defaults.updated(seed=seed, num_images=num_images, **settings)
+        self._check_batch(s.num_images * s.best_of)
+        picture = load_image(image)
+        embeds = self.encoder.encode_image(picture, normalize=False)  # (1, D)
+        zero = self.encoder.zero_image_embed()
+        reps = s.num_images * s.best_of
+        target = F.normalize(embeds, dim=-1).repeat(s.num_images, 1)
+        return self._decode(
+            embeds.repeat(reps, 1), zero.repeat(reps, 1), s, _generator(s.seed), target, callback, progress
+        )
+
+    def interpolate(
+        self,
+        items: Sequence[str | ImageInput],
+        weights: Sequence[float],
+        seed: int | None = None,
+        num_images: int | None = None,
+        *,
+        callback: StepCallback | None = None,
+        progress: bool = True,
+        **settings,
+    ) -> list[Image.Image]:
+        """Blend prompts and images: their image embeddings (prompts through the prior) mixed by `weights`
+        (non-negative, normalised to sum 1), then decoded."""
+        s = self.defaults.updated(seed=seed, num_images=num_images, **settings)
+        self._check_batch(s.num_images * s.best_of)
+        if not items or len(items) != len(weights):
+            raise InvalidSettingError(f"need one weight per item; got {len(items)} items and {len(weights)} weights")
+        if not all(is_real(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+            raise InvalidSettingError(f"weights must be finite, non-negative and not all zero; got {list(weights)}")
+        generator = _generator(s.seed)
+        parts = []
+        for item in items:
+            if isinstance(item, str) and not Path(item).is_file():
+                embeds, _ = self.prior(
+                    check_texts(item, "prompt"),
+                    steps=s.prior_steps,
+                    guidance=s.prior_guidance,
+                    generator=generator,
+                    candidates=s.prior_candidates,
+                    progress=progress,
+                )
+                parts.append(embeds.float())
+            else:
+                parts.append(self.encoder.encode_image(item, normalize=False))
+        w = torch.tensor([float(x) for x in weights]) / sum(weights)
+        blend = sum(wi * p for wi, p in zip(w.tolist(), parts))  # (1, D)
+        reps = s.num_images * s.best_of
+        zero = self.encoder.zero_image_embed()
+        target = F.normalize(blend, dim=-1).repeat(s.num_images, 1)
+        return self._decode(blend.repeat(reps, 1), zero.repeat(reps, 1), s, generator, target, callback, progress)
+
+    def img2img(
+        self,
+        image: ImageInput,
+        prompt: str,
+        strength: float | None = None,
+        seed: int | None = None,
+        negative_prompt: str | None = None,
+        num_images: int | None = None,
+        *,
+        callback: StepCallback | None = None,
+        progress: bool = True,
+        **settings,
+    ) -> list[Image.Image]:
+        """Redraw `image` toward `prompt`: `strength` 0 keeps the image, 1 ignores it."""
+        s = self.defaults.updated(seed=seed, num_images=num_images, strength=strength, **settings)
+        prompts = check_texts(prompt, "prompt")[:1]
+        self._check_batch(s.num_images * s.best_of)
+        generator = _generator(s.seed)
+        embeds, negative = self.prior(
+            prompts,
+            self._negatives(negative_prompt, 1),
+            steps=s.prior_steps,
+            guidance=s.prior_guidance,
+            generator=generator,
+            num_images=s.num_images * s.best_of,
+            candidates=s.prior_candidates,
+            progress=progress,
+        )
+        pixels = self._to_pixels(load_image(image))
+        init = self.decoder.encode(pixels).repeat(len(embeds), 1, 1, 1)  # (N, C, h, w)
+        target = self.encoder.encode_text(prompts).repeat(s.num_images, 1)
+        return self._decode(embeds, negative, s, generator, target, callback, progress, init_latents=init)
+
+    def decode_embeddings(
+        self,
+        image_embeds: torch.Tensor,
+        negative_image_embeds: torch.Tensor | None = None,
+        seed: int | None = None,
+        *,
+        progress: bool = False,
+        **settings,
+    ) -> list[Image.Image]:
+        """The decoder half alone, from (N, D) image embeddings (the zero image's as negative by default)."""
+        s = self.defaults.updated(seed=seed, **settings)
+        if negative_image_embeds is None:
+            negative_image_embeds = self.encoder.zero_image_embed().expand(len(image_embeds), -1)
+        s = s.updated(best_of=1)
+        return self._decode(image_embeds, negative_image_embeds, s, _generator(s.seed), None, None, progress)
+
+    # ------------------------------------------------------------------ internals
+    def _decode(
+        self,
+        embeds: torch.Tensor,
+        negative: torch.Tensor,
+        s: GenerationSettings,
+        generator: torch.Generator,
+        target: torch.Tensor | None,
+        callback: StepCallback | None = None,
+        progress: bool = True,
+        init_latents: torch.Tensor | None = None,
+    ) -> list[Image.Image]:
+        """Denoise and decode every embedding; with best_of > 1 keep, per group of best_of draws, the image the
+        encoder finds closest to its `target` (normalised) embedding."""
+        if scheduler_name(self.decoder.scheduler) != s.scheduler:
+            self.decoder.scheduler = make_scheduler(s.scheduler, self._decoder_scheduler_config)
+        latents = self.decoder(
+            embeds,
+            negative,
+            height=self.image_size,
+            width=self.image_size,
+            steps=s.steps,
+            guidance=s.guidance,
+            generator=generator,
+            init_latents=init_latents,
+            strength=s.strength if init_latents is not None else 1.0,
+            callback=callback,
+            progress=progress,
+        )
+        images = _to_pil(self.decoder.decode(latents))
+        if s.best_of == 1 or target is None:
+            return images
+        scores = (self.encoder.encode_image(images) @ target.float().repeat_interleave(s.best_of, dim=0).T).diagonal()
+        best = scores.view(-1, s.best_of).argmax(dim=1) + torch.arange(len(images) // s.best_of) * s.best_of
+        return [images[i] for i in best.tolist()]
+
+    def _negatives(self, negative_prompt: str | Sequence[str] | None, n: int) -> list[str] | None:
+        if negative_prompt is None:
+            return None
+        negatives = check_texts(negative_prompt, "negative prompt")
+        if len(negatives) == 1:
+            negatives = negatives * n
+        if len(negatives) != n:
+            raise InvalidTextError(f"{n} prompts but {len(negatives)} negative prompts")
+        return negatives
+
+    @staticmethod
+    def _check_batch(count: int) -> None:
+        if count > MAX_BATCH_IMAGES:
+            raise InvalidSettingError(
+                f"this call would draw {count} images (prompts x num_images x best_of); the limit is {MAX_BATCH_IMAGES}"
+            )
+
+    def _to_pixels(self, image: Image.Image) -> torch.Tensor:
+        """(1, 3, S, S) pixels in [-1, 1] at the generator's size."""
+        size = (self.image_size, self.image_size)
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=1)
+        return to_pixels([image], self.decoder.movq.device)
+
+
+def _generator(seed: int) -> torch.Generator:
+    """Noise always comes from a CPU generator, so a seed gives the same images on any device."""
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def _to_pil(pixels: torch.Tensor) -> list[Image.Image]:
+    """(N, 3, H, W) in [0, 1] -> PIL images (rounded as diffusers' numpy_to_pil does)."""
+    arrays = (pixels.float().permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+    return [Image.fromarray(a) for a in arrays]
+
+
+def load(
+    name: str = "shapes",
+    encoder: clip.Encoder | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> UnCLIPGenerator:
+    """Load a generator folder ("shapes" or a path: generator.json, prior/, prior_scheduler/, unet/, movq/,
+    scheduler/) onto an encoder. Pass the encoder already in use to share it; otherwise the one named in
+    generator.json is loaded. Defaults: CUDA + fp16 when available, else CPU + fp32."""
+    folder = Path(BUNDLED.get(name, Path(name).expanduser()))
+    if not (folder / CONFIG).is_file():
+        raise WeightsError(f"{folder / CONFIG} is missing: not a generator folder")
+    if (folder / MANIFEST).is_file():
+        verify_manifest(folder)
+    config = json.loads((folder / CONFIG).read_text())
+    if encoder is None:
+        encoder = clip.load(config["encoder"], device=device, dtype=dtype)
+    dev = encoder.device if device is None else resolve_device(device)
+    dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
+    try:
+        prior = PriorStage.from_pretrained(folder, encoder)
+        decoder = DecoderStage.from_pretrained(folder, dev, dt)
+    except (OSError, ValueError) as err:  # diffusers: missing files, or no safetensors where we demand them
+        raise WeightsError(f"cannot load the generator in {folder} (safetensors weights only): {err}") from err
+    if prior.prior.config.embedding_dim != encoder.embed_dim:
+        raise WeightsError(
+            f"the prior works on {prior.prior.config.embedding_dim}-d embeddings; "
+            f"the encoder makes {encoder.embed_dim}-d ones"
+        )
+    prior.prior.to(dev, dt)  # the encoder's device and dtype unless asked otherwise
+    defaults = GenerationSettings().updated(**config.get("defaults", {}))
+    return UnCLIPGenerator(prior, decoder, encoder, config["image_size"], defaults, name)

@@ -1,0 +1,104 @@
+"""The prior: CLIP text embedding + token states -> CLIP image embedding, by diffusion over the embedding.
+
+The loop is KandinskyV22PriorPipeline's, step for step, so a Kandinsky-format `prior/` folder gives the same
+numbers here as there; on top of it sits DALL-E 2's trick of drawing several candidates and keeping the one
+closest to the text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import PriorTransformer, UnCLIPScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from clip import Encoder
+
+
+class PriorStage:
+    """A PriorTransformer with its scheduler, conditioned by the shared encoder's text side."""
+
+    def __init__(self, prior: PriorTransformer, scheduler: SchedulerMixin, encoder: Encoder) -> None:
+        self.prior, self.scheduler, self.encoder = prior.eval(), scheduler, encoder
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, encoder: Encoder, scheduler_folder: str = "prior_scheduler"
+    ) -> PriorStage:
+        """`<folder>/prior` (PriorTransformer, safetensors only) and `<folder>/<scheduler_folder>`."""
+        folder = Path(folder)
+        prior = PriorTransformer.from_pretrained(folder / "prior", use_safetensors=True, torch_dtype=encoder.dtype)
+        scheduler = UnCLIPScheduler.from_pretrained(folder / scheduler_folder)
+        return cls(prior.to(encoder.device), scheduler, encoder)
+
+    def conditions(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, D) text embeddings, (N, L, width) token states, (N, L) mask, in the prior's dtype."""
+        states = self.encoder.text_states(texts, allow_empty=True)
+        dtype = self.prior.dtype
+        return states.embeds.to(dtype), states.states.to(dtype), states.mask
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompts: list[str],
+        negative_prompts: list[str] | None = None,
+        *,
+        steps: int = 25,
+        guidance: float = 4.0,
+        generator: torch.Generator | None = None,
+        num_images: int = 1,
+        candidates: int = 1,
+        progress: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image embeddings, negative image embeddings), each (len(prompts) * num_images, D).
+
+        Without negative prompts the negative embedding is the zero image's, as Kandinsky does; with them, the
+        negatives go through the prior too (guided away from themselves), also as Kandinsky does.
+        """
+        n = len(prompts)
+        texts = prompts + (negative_prompts or [])
+        uncond = (negative_prompts * 2) if negative_prompts else [""] * n
+        per_text = num_images * candidates
+        embeds, states, mask = self.conditions(texts)
+        guided = guidance > 1
+        if guided:
+            unconditional = self.conditions(uncond)  # first half of the batch, as Kandinsky orders it
+            embeds, states, mask = (torch.cat([u, c]) for u, c in zip(unconditional, (embeds, states, mask)))
+        embeds, states, mask = (x.repeat_interleave(per_text, dim=0) for x in (embeds, states, mask))
+        batch = len(texts) * per_text
+        self.scheduler.set_timesteps(steps, device=self.encoder.device)
+        timesteps = self.scheduler.timesteps
+        shape = (batch, self.prior.config.embedding_dim)
+        latents = randn_tensor(shape, generator=generator, device=self.encoder.device, dtype=embeds.dtype)
+        latents = latents * self.scheduler.init_noise_sigma  # (B, D)
+        for i, t in enumerate(tqdm(timesteps, desc="prior", disable=not progress, leave=False)):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            predicted = self.prior(
+                model_input, timestep=t, proj_embedding=embeds, encoder_hidden_states=states, attention_mask=mask
+            ).predicted_image_embedding
+            if guided:
+                uncond_pred, cond_pred = predicted.chunk(2)
+                predicted = uncond_pred + guidance * (cond_pred - uncond_pred)
+            extra = {}
+            if isinstance(self.scheduler, UnCLIPScheduler):
+                extra["prev_timestep"] = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            latents = self.scheduler.step(predicted, t, latents, generator=generator, **extra).prev_sample
+        image_embeds = self.prior.post_process_latents(latents)  # (B, D)
+        if candidates > 1:
+            text_embeds = embeds[-batch:] if guided else embeds  # the conditional half, one row per draw
+            image_embeds = _closest(image_embeds, text_embeds, candidates)
+        if negative_prompts:
+            return tuple(image_embeds.chunk(2))  # type: ignore[return-value]
+        zero = self.encoder.zero_image_embed().to(image_embeds.dtype)
+        return image_embeds, zero.expand(len(image_embeds), -1)
+
+
+def _closest(image_embeds: torch.Tensor, text_embeds: torch.Tensor, candidates: int) -> torch.Tensor:
+    """(B*k, D) draws -> (B, D): per group of k, the draw with the highest cosine to its text embedding."""
+    scores = F.cosine_similarity(image_embeds.float(), text_embeds.float(), dim=-1).view(-1, candidates)
+    best = scores.argmax(dim=1) + torch.arange(scores.shape[0], device=scores.device) * candidates
+    return image_embeds[best]

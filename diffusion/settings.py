@@ -1,0 +1,66 @@
+"""Generation settings with their limits: one validated dataclass shared by every generator entry point."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+from clip.errors import InvalidSettingError
+
+from .schedulers import SCHEDULERS
+
+MAX_STEPS = 1000  # the schedules are trained on 1000 timesteps
+MAX_IMAGES = 16  # per prompt and call: more belongs in a loop, not one batch
+MAX_GUIDANCE = 100.0
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to sample. Guidance <= 1 turns classifier-free guidance off (one forward per step instead of two)."""
+
+    steps: int = 50  # decoder denoising steps
+    guidance: float = 4.0  # decoder classifier-free guidance
+    prior_steps: int = 25
+    prior_guidance: float = 4.0
+    scheduler: str = "ddim"  # decoder scheduler: ddim, dpm++, ddpm
+    num_images: int = 1  # images per prompt
+    best_of: int = 1  # draw this many per image and keep the one the encoder rates closest to the prompt
+    prior_candidates: int = 1  # DALL-E 2: draw this many image embeddings, keep the one closest to the text
+    strength: float = 1.0  # img2img: 0 keeps the image, 1 ignores it
+    seed: int = 0
+
+    def updated(self, **changes: object) -> GenerationSettings:
+        """A validated copy with the non-None `changes` applied."""
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise InvalidSettingError(f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None}).checked()
+
+    def checked(self) -> GenerationSettings:
+        """Self, or InvalidSettingError naming the first bad value."""
+        for name, low, high in (
+            ("steps", 1, MAX_STEPS),
+            ("prior_steps", 1, MAX_STEPS),
+            ("num_images", 1, MAX_IMAGES),
+            ("best_of", 1, MAX_IMAGES),
+            ("prior_candidates", 1, MAX_IMAGES),
+            ("seed", 0, MAX_SEED),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InvalidSettingError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        for name, low, high in (("guidance", 0.0, MAX_GUIDANCE), ("prior_guidance", 0.0, MAX_GUIDANCE)):
+            value = getattr(self, name)
+            if not is_real(value) or not low <= value <= high:
+                raise InvalidSettingError(f"{name} must be a finite number in [{low}, {high}], got {value!r}")
+        if not is_real(self.strength) or not 0.0 <= self.strength <= 1.0:
+            raise InvalidSettingError(f"strength must be in [0, 1], got {self.strength!r}")
+        if self.scheduler not in SCHEDULERS or self.scheduler == "unclip":
+            raise InvalidSettingError(f"scheduler must be one of ddim, dpm++, ddpm; got {self.scheduler!r}")
+        return self
+
+
+def is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

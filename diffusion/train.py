@@ -1,0 +1,353 @@
+"""Training the generator through accelerate: the VAE, then the prior, then the decoder (which needs the VAE).
+Seeded, resumable per model (safetensors checkpoints with optimizer and EMA state), progress bars, sample grids
+and metrics written while training.
+
+    python -m diffusion.train --recipe weights/recipes/shapes_diffusion.json --out weights/shapes/diffusion
+    python -m diffusion.train --data my_captioned_images/ --out my_generator   # bring your own data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMScheduler, UnCLIPScheduler, VQModel
+from torch.utils.data import DataLoader
+from torchvision.utils import make_grid, save_image
+from tqdm.auto import tqdm
+
+import clip
+from clip.checkpoint import load_checkpoint, save_checkpoint, training_record
+from clip.train import lr_at
+from weights.manifest import write_manifest
+from weights.world.dataset import StepBatches
+
+from .data import Batch, CaptionedImages, WorldImages, to_pixels
+from .decoder import DecoderStage
+from .ema import EMA
+from .models import build_prior, build_unet, build_vae, standardize_latents
+from .pipeline import CONFIG
+from .schedulers import make_scheduler
+
+PARTS = ("vae", "prior", "decoder")
+
+
+class Run:
+    """What every part's training shares: accelerator, encoder, recipe, data and folders."""
+
+    def __init__(self, recipe: dict, workdir: Path, data: str | None, workers: int, resume: bool) -> None:
+        self.recipe, self.workdir, self.data, self.workers, self.resume = recipe, workdir, data, workers, resume
+        self.accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+        self.device = self.accelerator.device
+        self.encoder = clip.load(recipe["encoder"], device=self.device, dtype="fp32")
+        self.side = recipe["image_size"]
+
+    def batches(self, part: str, start: int) -> DataLoader:
+        cfg, seed = self.recipe[part], self.recipe["seed"]
+        make: Callable[[int], Batch] = (
+            CaptionedImages(self.data, seed, cfg["batch_size"], self.side)
+            if self.data
+            else WorldImages(seed, cfg["batch_size"], part, self.accelerator.process_index, self.side)
+        )
+        prefetch = 4 if self.workers > 0 else None
+        return DataLoader(StepBatches(make, start), batch_size=None, num_workers=self.workers, prefetch_factor=prefetch)
+
+    def fit(
+        self,
+        part: str,
+        model: torch.nn.Module,
+        loss_of: Callable[[torch.nn.Module, Batch, torch.Generator], torch.Tensor],
+        sample: Callable[[torch.nn.Module, int, Path], None] | None = None,
+        stop_after: int | None = None,
+    ) -> tuple[torch.nn.Module, dict] | None:
+        """Train `model` to the part's step count; returns (the EMA model, or the model without EMA; state),
+        or None when stopped early by `stop_after` (run again to resume). `loss_of` gets a CPU generator seeded
+        by the step, so a resumed run draws the same noise as an uninterrupted one."""
+        cfg, acc = self.recipe[part], self.accelerator
+        folder = self.workdir / part
+        ckpt = folder / "checkpoint"
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
+        for group in optimizer.param_groups:
+            group["base_lr"] = cfg["lr"]
+        ema = EMA(model, cfg["ema"]) if cfg.get("ema") else None
+        extra = {"ema": ema.model} if ema else None
+        state = {"step": 0, "elapsed_s": 0.0}
+        if self.resume and (ckpt / "state.json").is_file():
+            state = load_checkpoint(ckpt, model, optimizer, extra)
+            if ema:
+                ema.updates = state["step"]
+            acc.print(f"{part}: resumed from {ckpt} at step {state['step']}")
+        wrapped, optimizer = acc.prepare(model, optimizer)
+        total = cfg["steps"]
+        stop_at = min(total, state["step"] + stop_after) if stop_after else total
+        batches = iter(self.batches(part, state["step"]))
+        start = time.perf_counter() - state["elapsed_s"]
+        bar = tqdm(total=total, initial=state["step"], desc=part, disable=not acc.is_main_process)
+        while state["step"] < stop_at:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(state["step"], group["base_lr"], cfg.get("warmup_steps", 100), total)
+            with acc.autocast():
+                noise = torch.Generator().manual_seed(self.recipe["seed"] * 1_000_003 + state["step"])
+                loss = loss_of(wrapped, next(batches), noise)
+            optimizer.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            acc.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            if ema:
+                ema.update(model)
+            state.update(step=state["step"] + 1, loss=round(loss.item(), 5), elapsed_s=time.perf_counter() - start)
+            bar.update(1)
+            bar.set_postfix(loss=f"{state['loss']:.4f}")
+            step = state["step"]
+            if acc.is_main_process and (step in (total, stop_at) or step % cfg["save_every"] == 0):
+                save_checkpoint(ckpt, model, optimizer, state, extra)
+            if acc.is_main_process and sample and (step == total or step % cfg["sample_every"] == 0):
+                sample(ema.model if ema else model, step, folder / "samples")
+        bar.close()
+        if state["step"] < total:
+            acc.print(f"{part}: stopped at step {state['step']} of {total}; run again to resume from {ckpt}")
+            return None
+        return (ema.model if ema else model), state
+
+
+# ---------------------------------------------------------------------- the three parts
+def train_vae(run: Run, stop_after: int | None = None) -> tuple[VQModel, dict] | None:
+    """Reconstruction (MSE + L1) with a light latent-size penalty; latents standardised at the end."""
+    cfg = run.recipe["vae"]
+    set_seed(run.recipe["seed"])  # each part seeds its own initialisation: parts may run in separate calls
+    vae = build_vae(cfg["model"]).to(run.device)
+    fixed = to_pixels(WorldImages(run.recipe["seed"] + 1, 16, "vae-samples", side=run.side)(0)[0], run.device)
+
+    def loss_of(model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> torch.Tensor:
+        pixels = to_pixels(batch[0], run.device)
+        latents = model.encode(pixels).latents
+        recon = model.decode(latents, force_not_quantize=True).sample
+        penalty = cfg.get("latent_penalty", 0.0) * latents.square().mean()
+        return F.mse_loss(recon, pixels) + 0.5 * F.l1_loss(recon, pixels) + penalty
+
+    def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
+        with torch.no_grad():
+            recon = model.decode(model.encode(fixed).latents, force_not_quantize=True).sample
+        _save_grid(torch.cat([fixed, recon]), folder / f"{step:06d}.png", rows=2)
+
+    done = run.fit("vae", vae, loss_of, sample, stop_after)
+    if done is None:
+        return None
+    vae, state = done
+    stats = WorldImages(run.recipe["seed"] + 2, cfg.get("stats_samples", 512), "vae-stats", side=run.side)(0)[0]
+    mean, std = standardize_latents(vae.float(), to_pixels(stats, run.device))
+    state["latent_mean"], state["latent_std"] = mean.tolist(), std.tolist()
+    state["psnr_db"] = round(vae_psnr(vae, to_pixels(stats, run.device)), 2)
+    return vae, state
+
+
+def train_prior(run: Run, stop_after: int | None = None):
+    """x0-prediction of the standardised image embedding from noisy versions, conditioned on the prompt's
+    embedding and token states; the prompt is dropped to "" with probability cond_drop (guidance)."""
+    cfg, enc = run.recipe["prior"], run.encoder
+    set_seed(run.recipe["seed"] + 1)
+    prior = build_prior(cfg["model"], enc).to(run.device)
+    scheduler = UnCLIPScheduler(**cfg["scheduler"])
+    images = WorldImages(run.recipe["seed"] + 3, cfg.get("stats_samples", 4096), "prior-stats", side=run.side)(0)[0]
+    embeds = enc.encode_image(images, normalize=False)  # (N, D)
+    prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
+    prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
+    prior.clip_mean.requires_grad_(False)
+    prior.clip_std.requires_grad_(False)
+    fixed_images, fixed_prompts = WorldImages(run.recipe["seed"] + 4, 64, "prior-samples", side=run.side)(0)
+
+    def loss_of(model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> torch.Tensor:
+        images, prompts = batch
+        drop = torch.rand(len(prompts), generator=gen) < cfg["cond_drop"]
+        prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+        text = enc.text_states(prompts, allow_empty=True)  # inference tensors: cloned before autograd sees them
+        embeds, states = text.embeds.clone(), text.states.clone()
+        target = (enc.encode_image(images, normalize=False).clone() - prior.clip_mean) / prior.clip_std  # (B, D)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=gen).to(run.device)
+        noisy = scheduler.add_noise(target, torch.randn(target.shape, generator=gen).to(run.device), t)
+        pred = model(
+            noisy, t, proj_embedding=embeds, encoder_hidden_states=states, attention_mask=text.mask.clone()
+        ).predicted_image_embedding
+        return F.mse_loss(pred, target)
+
+    def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
+        from .prior import PriorStage
+
+        stage = PriorStage(model, UnCLIPScheduler(**cfg["scheduler"]), enc)
+        drawn, _ = stage(
+            fixed_prompts, steps=cfg.get("sample_steps", 25), generator=torch.Generator().manual_seed(0), progress=False
+        )
+        true = enc.encode_image(fixed_images)
+        cos = F.cosine_similarity(F.normalize(drawn.float(), dim=-1), true).mean().item()
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, "cosine_to_true_image": round(cos, 4)}) + "\n")
+        model.train()
+
+    done = run.fit("prior", prior, loss_of, sample, stop_after)
+    return None if done is None else (done[0], done[1], scheduler)
+
+
+def train_decoder(run: Run, vae: VQModel, stop_after: int | None = None):
+    """Noise prediction on standardised VAE latents, conditioned on the image's own embedding; the condition is
+    replaced by the zero image's embedding with probability cond_drop (guidance, as Kandinsky's negative)."""
+    cfg, enc = run.recipe["decoder"], run.encoder
+    vae = vae.to(run.device).eval().requires_grad_(False)
+    latent_side = run.side // 2 ** (len(vae.config.block_out_channels) - 1)
+    set_seed(run.recipe["seed"] + 2)
+    unet = build_unet(cfg["model"], enc.embed_dim, vae.config.latent_channels, latent_side).to(run.device)
+    scheduler = DDPMScheduler(**cfg["scheduler"])
+    zero = enc.zero_image_embed()  # (1, D)
+    fixed = WorldImages(run.recipe["seed"] + 6, 8, "decoder-samples", side=run.side)(0)[0]
+
+    def loss_of(model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> torch.Tensor:
+        images = batch[0]
+        with torch.no_grad():
+            latents = vae.encode(to_pixels(images, run.device)).latents  # (B, C, h, w)
+            cond = enc.encode_image(images, normalize=False).clone()  # (B, D)
+        drop = (torch.rand(len(images), generator=gen) < cfg["cond_drop"]).to(run.device)
+        cond = torch.where(drop[:, None], zero.expand_as(cond), cond)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=gen).to(run.device)
+        noise = torch.randn(latents.shape, generator=gen).to(run.device)
+        out = model(scheduler.add_noise(latents, noise, t), t, None, added_cond_kwargs={"image_embeds": cond}).sample
+        return F.mse_loss(out[:, : latents.shape[1]], noise)
+
+    def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
+        stage = DecoderStage(model, vae, make_scheduler("ddim", scheduler.config))
+        embeds = enc.encode_image(fixed, normalize=False)
+        seed = torch.Generator().manual_seed(0)
+        steps = cfg.get("sample_steps", 25)
+        latents = stage(
+            embeds, zero.expand_as(embeds), height=run.side, width=run.side, steps=steps, generator=seed, progress=False
+        )
+        originals = to_pixels(fixed, run.device) * 0.5 + 0.5
+        _save_grid(torch.cat([originals, stage.decode(latents)]), folder / f"{step:06d}.png", rows=2, unit=True)
+        model.train()
+
+    done = run.fit("decoder", unet, loss_of, sample, stop_after)
+    return None if done is None else (done[0], done[1], scheduler)
+
+
+# ---------------------------------------------------------------------- helpers and entry point
+@torch.no_grad()
+def vae_psnr(vae: VQModel, pixels: torch.Tensor) -> float:
+    """Mean PSNR (dB) of reconstructions, on 8-bit-quantised [0, 1] images as a user would see them."""
+    recon = vae.decode(vae.encode(pixels).latents, force_not_quantize=True).sample
+    a = ((pixels * 0.5 + 0.5).clamp(0, 1) * 255).round() / 255
+    b = ((recon * 0.5 + 0.5).clamp(0, 1) * 255).round() / 255
+    mse = (a - b).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
+    return (10 * torch.log10(1 / mse)).mean().item()
+
+
+def _save_grid(pixels: torch.Tensor, path: Path, rows: int, unit: bool = False) -> None:
+    """Save (N, 3, H, W) images, N/rows per row; pixels in [-1, 1] (or [0, 1] with unit)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = pixels.float().cpu() if unit else (pixels.float().cpu() * 0.5 + 0.5)
+    save_image(make_grid(images.clamp(0, 1), nrow=len(pixels) // rows, padding=1), str(path))
+
+
+def train(
+    recipe: dict,
+    out: Path,
+    workdir: Path,
+    resume: bool = True,
+    workers: int = 1,
+    stop_after: int | None = None,
+    data: str | None = None,
+) -> dict | None:
+    """Train the VAE, the prior and the decoder in turn (each resumes from its own checkpoint, and a finished part
+    is not retrained), then write the generator folder to `out`. Returns the training record, or None when
+    `stop_after` stopped a part early."""
+    set_seed(recipe["seed"])
+    run = Run(recipe, workdir, data, workers, resume)
+    finished = workdir / "finished"
+    record: dict = {}
+    vae_dir = finished / "movq"
+    if resume and (vae_dir / "config.json").is_file():
+        vae = VQModel.from_pretrained(vae_dir, use_safetensors=True).to(run.device)
+        record["vae"] = json.loads((finished / "vae.json").read_text())
+    else:
+        done = train_vae(run, stop_after)
+        if done is None:
+            return None
+        vae, record["vae"] = done
+        vae.save_pretrained(vae_dir)
+        (finished / "vae.json").write_text(json.dumps(record["vae"], indent=1))
+    for part, fn, folder, sched_folder in (
+        ("prior", lambda: train_prior(run, stop_after), "prior", "prior_scheduler"),
+        ("decoder", lambda: train_decoder(run, vae, stop_after), "unet", "scheduler"),
+    ):
+        if resume and (finished / f"{part}.json").is_file():
+            record[part] = json.loads((finished / f"{part}.json").read_text())
+            continue
+        done = fn()
+        if done is None:
+            return None
+        model, record[part], scheduler = done
+        model.save_pretrained(finished / folder)
+        scheduler.save_pretrained(finished / sched_folder)
+        (finished / f"{part}.json").write_text(json.dumps(record[part], indent=1))
+    info = training_record(recipe, {"step": 0, "elapsed_s": 0.0}, run.device, data=data or "shapes world")
+    info.pop("steps"), info.pop("final_loss")
+    info["train_seconds"] = round(sum(record[p]["elapsed_s"] for p in PARTS), 1)
+    info["parts"] = record
+    if run.accelerator.is_main_process:
+        export(finished, out, recipe, info)
+    return info
+
+
+def export(finished: Path, out: Path, recipe: dict, info: dict) -> None:
+    """The generator folder: fp16 safetensors per model in diffusers' layout, generator.json, training.json,
+    manifest."""
+    from diffusers import PriorTransformer, UNet2DConditionModel
+
+    out.mkdir(parents=True, exist_ok=True)
+    for folder, cls in (("movq", VQModel), ("prior", PriorTransformer), ("unet", UNet2DConditionModel)):
+        model = cls.from_pretrained(finished / folder, use_safetensors=True, torch_dtype=torch.float16)
+        model.save_pretrained(out / folder, safe_serialization=True)
+    for folder in ("scheduler", "prior_scheduler"):
+        (out / folder).mkdir(exist_ok=True)
+        config = json.loads((finished / folder / "scheduler_config.json").read_text())
+        (out / folder / "scheduler_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    config = {"encoder": recipe["encoder"], "image_size": recipe["image_size"], "defaults": recipe["defaults"]}
+    (out / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_manifest(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m diffusion.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--recipe", default="weights/recipes/shapes_diffusion.json")
+    parser.add_argument("--out", default="weights/shapes/diffusion")
+    parser.add_argument("--workdir", default="runs/diffusion")
+    parser.add_argument("--data", help="a folder of images with same-named .txt captions")
+    parser.add_argument("--workers", type=int, default=1, help="data-rendering worker processes")
+    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--stop-after", type=int, help="stop (resumably) after this many steps of the current part")
+    args = parser.parse_args(argv)
+    recipe = json.loads(Path(args.recipe).read_text())
+    info = train(
+        recipe,
+        Path(args.out),
+        Path(args.workdir),
+        resume=not args.no_resume,
+        workers=args.workers,
+        stop_after=args.stop_after,
+        data=args.data,
+    )
+    if info:
+        print(f"trained in {info['train_seconds']} s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

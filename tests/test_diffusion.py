@@ -1,0 +1,317 @@
+"""The generator on tiny models built here: diffusers parity, the pipeline API, training, saving and loading."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler, KandinskyV22Img2ImgPipeline, KandinskyV22Pipeline
+from PIL import Image
+from safetensors.torch import load_file
+
+import clip
+import diffusion
+from clip.errors import InvalidImageError, InvalidSettingError, InvalidTextError, WeightsError
+from diffusion.data import to_pixels
+from diffusion.decoder import DecoderStage
+from diffusion.models import build_unet, build_vae, standardize_latents
+from diffusion.schedulers import make_scheduler
+from diffusion.train import train
+from tests.tiny_diffusion import tiny_recipe
+from tests.tiny_models import make_tiny_encoder_dir
+from weights.world import render, sample_scene
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+    return str(make_tiny_encoder_dir(tmp_path_factory.mktemp("gen_enc")))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, encoder_dir):
+    folder = tmp_path_factory.mktemp("gen")
+    info = train(tiny_recipe(encoder_dir), folder / "out", folder / "work", workers=0)
+    return folder / "out", info
+
+
+@pytest.fixture(scope="module")
+def gen(trained, encoder_dir):
+    return diffusion.load(str(trained[0]), encoder=clip.load(encoder_dir, device="cpu"))
+
+
+def random_decoder(seed: int = 0) -> tuple:
+    """A random tiny UNet + VQModel in the bundled layouts, and the recipe's decoder scheduler config."""
+    recipe = tiny_recipe("unused")
+    torch.manual_seed(seed)
+    vae = build_vae(recipe["vae"]["model"]).eval()
+    unet = build_unet(recipe["decoder"]["model"], embed_dim=32, latent_channels=4, sample_size=16).eval()
+    return unet, vae, recipe["decoder"]["scheduler"]
+
+
+# ---------------------------------------------------------------------- parity with diffusers
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm++"])
+@pytest.mark.parametrize("guidance", [1.0, 4.0])
+def test_decoder_equals_kandinsky_pipeline(name, guidance):
+    unet, vae, sched_cfg = random_decoder()
+    embeds, negative = torch.randn(2, 32), torch.randn(2, 32)
+    pipe = KandinskyV22Pipeline(unet=unet, scheduler=make_scheduler(name, sched_cfg), movq=vae)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(
+        image_embeds=embeds,
+        negative_image_embeds=negative,
+        height=64,
+        width=64,
+        num_inference_steps=4,
+        guidance_scale=guidance,
+        generator=torch.Generator().manual_seed(7),
+        output_type="np",
+    ).images  # (N, H, W, 3) in [0, 1]
+    stage = DecoderStage(unet, vae, make_scheduler(name, sched_cfg))
+    latents = stage(embeds, negative, steps=4, guidance=guidance, generator=torch.Generator().manual_seed(7))
+    ours = stage.decode(latents).permute(0, 2, 3, 1).numpy()
+    assert ours.shape == theirs.shape == (2, 64, 64, 3)
+    assert np.abs(ours - theirs).max() < 1e-4
+    assert theirs.std() > 0.01  # a real image, not a constant
+
+
+def test_img2img_equals_kandinsky_img2img():
+    unet, vae, sched_cfg = random_decoder(1)
+    embeds, negative = torch.randn(1, 32), torch.randn(1, 32)
+    image = render(sample_scene(3))
+    pipe = KandinskyV22Img2ImgPipeline(unet=unet, scheduler=make_scheduler("ddim", sched_cfg), movq=vae)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(
+        image=image,
+        image_embeds=embeds,
+        negative_image_embeds=negative,
+        height=64,
+        width=64,
+        num_inference_steps=10,
+        strength=0.6,
+        guidance_scale=4.0,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+    ).images
+    stage = DecoderStage(unet, vae, make_scheduler("ddim", sched_cfg))
+    pixels = to_pixels([image])
+    latents = stage(
+        embeds,
+        negative,
+        steps=10,
+        guidance=4.0,
+        strength=0.6,
+        init_latents=stage.encode(pixels),
+        generator=torch.Generator().manual_seed(3),
+    )
+    ours = stage.decode(latents).permute(0, 2, 3, 1).numpy()
+    assert np.abs(ours - theirs).max() < 1e-4
+
+
+def test_standardized_latents_decode_the_same():
+    _, vae, _ = random_decoder(2)
+    pixels = torch.from_numpy(np.stack([np.asarray(render(sample_scene(i)), np.float32) for i in range(8)]))
+    pixels = pixels.permute(0, 3, 1, 2) / 127.5 - 1
+    with torch.no_grad():
+        before = vae.decode(vae.encode(pixels).latents, force_not_quantize=True).sample
+        standardize_latents(vae, pixels)
+        latents = vae.encode(pixels).latents
+        after = vae.decode(latents, force_not_quantize=True).sample
+    assert torch.allclose(latents.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(latents.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-3)
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+# ---------------------------------------------------------------------- training and files
+def test_training_writes_the_diffusers_layout(trained):
+    out, info = trained
+    for folder in ("prior", "unet", "movq"):
+        config = json.loads((out / folder / "config.json").read_text())
+        weights = load_file(out / folder / "diffusion_pytorch_model.safetensors")
+        assert config["_class_name"] and all(t.dtype == torch.float16 for t in weights.values())
+    assert json.loads((out / "scheduler/scheduler_config.json").read_text())["_class_name"] == "DDPMScheduler"
+    assert json.loads((out / "prior_scheduler/scheduler_config.json").read_text())["_class_name"] == "UnCLIPScheduler"
+    assert set(info["parts"]) == {"vae", "prior", "decoder"} and info["train_seconds"] > 0
+    assert (out / "manifest.json").is_file() and not list(out.rglob("*.bin"))
+
+
+def test_resume_is_exact(tmp_path, encoder_dir):
+    recipe = tiny_recipe(encoder_dir, steps=2)
+    straight = tmp_path / "straight"
+    train(recipe, straight / "out", straight / "work", workers=0)
+    parts = tmp_path / "parts"
+    runs = 0
+    while train(recipe, parts / "out", parts / "work", workers=0, stop_after=1) is None:
+        runs += 1
+    assert runs >= 3  # every part stopped half-way at least once
+    for folder in ("movq", "prior", "unet"):
+        a = load_file(straight / "out" / folder / "diffusion_pytorch_model.safetensors")
+        b = load_file(parts / "out" / folder / "diffusion_pytorch_model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), folder
+
+
+def test_sample_grids_are_written(trained):
+    work = trained[0].parent / "work"
+    assert list((work / "vae/samples").glob("*.png")) and list((work / "decoder/samples").glob("*.png"))
+    assert (work / "prior/samples/metrics.jsonl").is_file()
+
+
+def test_tampered_or_pickled_weights_are_refused(trained, tmp_path, encoder_dir):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(trained[0], bad)
+    path = bad / "unet/diffusion_pytorch_model.safetensors"
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(WeightsError, match="manifest|sha256|checksum"):
+        diffusion.load(str(bad), encoder=clip.load(encoder_dir, device="cpu"))
+    (bad / "manifest.json").unlink()
+    path.unlink()
+    torch.save({}, bad / "unet/diffusion_pytorch_model.bin")  # a pickle where safetensors belong
+    with pytest.raises(WeightsError, match="safetensors"):
+        diffusion.load(str(bad), encoder=clip.load(encoder_dir, device="cpu"))
+    with pytest.raises(WeightsError, match="generator.json"):
+        diffusion.load(str(tmp_path))
+
+
+# ---------------------------------------------------------------------- the API
+FAST = {"steps": 3, "prior_steps": 3, "progress": False}
+
+
+def test_generate_is_seeded_and_shares_the_encoder(gen):
+    a = gen.generate(["a red circle", "two stars"], seed=1, num_images=2, **FAST)
+    b = gen.generate(["a red circle", "two stars"], seed=1, num_images=2, **FAST)
+    c = gen.generate(["a red circle", "two stars"], seed=2, num_images=2, **FAST)
+    assert len(a) == 4 and all(im.size == (64, 64) and im.mode == "RGB" for im in a)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    assert not all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, c))
+    assert gen.prior.encoder is gen.encoder
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpm++", "ddpm"])
+def test_schedulers_swap_and_the_callback_sees_every_step(gen, scheduler):
+    seen = []
+    images = gen.generate("a square", scheduler=scheduler, callback=lambda i, t, x: seen.append((i, t)), **FAST)
+    assert len(images) == 1 and [i for i, _ in seen] == [0, 1, 2]
+    assert type(gen.decoder.scheduler) is diffusion.SCHEDULERS[scheduler][0]
+
+
+def test_guidance_negative_prompt_best_of_and_candidates(gen):
+    plain = gen.generate("a star", seed=3, guidance=1.0, prior_guidance=1.0, **FAST)[0]
+    guided = gen.generate("a star", seed=3, guidance=6.0, **FAST)[0]
+    assert not np.array_equal(np.asarray(plain), np.asarray(guided))
+    neg = gen.generate(["a star", "a circle"], negative_prompt="a red star", seed=3, **FAST)
+    assert len(neg) == 2
+    best = gen.generate("a star", seed=3, num_images=2, best_of=3, prior_candidates=2, **FAST)
+    assert len(best) == 2
+
+
+def test_prior_candidates_keep_the_draw_closest_to_the_text(gen):
+    prompts = ["a red circle", "three stars"]
+    drawn, _ = gen.prior(prompts, generator=torch.Generator().manual_seed(0), steps=3, num_images=4, progress=False)
+    kept, _ = gen.prior(prompts, generator=torch.Generator().manual_seed(0), steps=3, candidates=4, progress=False)
+    text = gen.encoder.text_states(prompts).embeds.float()
+    cos = torch.nn.functional.cosine_similarity(drawn.view(2, 4, -1).float(), text[:, None], dim=-1)  # (2, 4)
+    cos_kept = torch.nn.functional.cosine_similarity(kept.float(), text, dim=-1)
+    assert torch.allclose(cos_kept, cos.max(dim=1).values, atol=1e-5)
+
+
+def test_variations_interpolation_and_img2img(gen):
+    image = render(sample_scene(5))
+    assert len(gen.variations(image, num_images=3, **FAST)) == 3
+    mixed = gen.interpolate(["a red circle", image], [0.3, 0.7], num_images=2, **FAST)
+    assert len(mixed) == 2
+    kept = gen.img2img(image, "a blue star", strength=0.0, **FAST)[0]  # strength 0: the VAE's reconstruction
+    recon = gen.decoder.decode(gen.decoder.encode(gen._to_pixels(image)))
+    assert np.abs(np.asarray(kept, np.float32) / 255 - recon[0].permute(1, 2, 0).numpy()).max() <= 1 / 255 + 1e-6
+    changed = gen.img2img(image, "a blue star", strength=1.0, **FAST)[0]
+    assert not np.array_equal(np.asarray(changed), np.asarray(kept))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"prompts": ""}, InvalidTextError),
+        ({"prompts": []}, InvalidTextError),
+        ({"prompts": "x" * 10_000}, InvalidTextError),
+        ({"prompts": "a star", "negative_prompt": ["a", "b"]}, InvalidTextError),
+        ({"prompts": "a star", "steps": 0}, InvalidSettingError),
+        ({"prompts": "a star", "steps": -3}, InvalidSettingError),
+        ({"prompts": "a star", "steps": 1001}, InvalidSettingError),
+        ({"prompts": "a star", "steps": 2.5}, InvalidSettingError),
+        ({"prompts": "a star", "guidance": math.nan}, InvalidSettingError),
+        ({"prompts": "a star", "guidance": math.inf}, InvalidSettingError),
+        ({"prompts": "a star", "guidance": -1.0}, InvalidSettingError),
+        ({"prompts": "a star", "prior_guidance": math.nan}, InvalidSettingError),
+        ({"prompts": "a star", "num_images": 0}, InvalidSettingError),
+        ({"prompts": "a star", "num_images": 10_000}, InvalidSettingError),
+        ({"prompts": ["a star"] * 20, "num_images": 16}, InvalidSettingError),
+        ({"prompts": "a star", "seed": -1}, InvalidSettingError),
+        ({"prompts": "a star", "scheduler": "euler"}, InvalidSettingError),
+        ({"prompts": "a star", "temperature": 1.0}, InvalidSettingError),
+    ],
+)
+def test_bad_generation_input_is_refused(gen, kwargs, error):
+    with pytest.raises(error):
+        gen.generate(**kwargs, progress=False)
+
+
+def test_bad_image_input_is_refused(gen, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    for bad in (empty, b"not an image", 42):
+        with pytest.raises(InvalidImageError):
+            gen.variations(bad, **FAST)
+    image = Image.new("RGB", (64, 64))
+    for strength in (-0.1, 1.5, math.nan):
+        with pytest.raises(InvalidSettingError, match="strength"):
+            gen.img2img(image, "a star", strength=strength, **FAST)
+    for items, weights in ((["a star"], [1.0, 2.0]), (["a star", image], [0.0, 0.0]), (["a star"], [math.nan])):
+        with pytest.raises(InvalidSettingError, match="weight"):
+            gen.interpolate(items, weights, **FAST)
+
+
+def test_decoder_scheduler_default_is_ddpm_class_on_disk(trained):
+    assert isinstance(DDPMScheduler.from_pretrained(trained[0] / "scheduler"), DDPMScheduler)
+
+
+# ---------------------------------------------------------------------- CLI, evaluation, benchmark
+def test_generate_cli_writes_files_and_a_grid(trained, tmp_path, capsys):
+    from apps.generate import main
+
+    out, grid_path = tmp_path / "imgs", tmp_path / "grid.png"
+    args = ["--model", str(trained[0]), "--steps", "2", "--prior-steps", "2", "--out", str(out)]
+    assert main(["a red circle", "two stars", "--num-images", "2", "--grid", str(grid_path), *args]) == 0
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files][:2] == ["000-a-red-circle.png", "001-a-red-circle.png"] and len(files) == 4
+    assert Image.open(grid_path).size == (2 * 66 + 2, 2 * 66 + 2)
+    scene = tmp_path / "scene.png"
+    render(sample_scene(1)).save(scene)
+    assert main(["--variations", str(scene), "--num-images", "2", *args]) == 0
+    assert main(["--interpolate", "a star", str(scene), "--weights", "1", "3", *args]) == 0
+    assert main(["a blue star", "--init-image", str(scene), "--strength", "0.5", *args]) == 0
+    assert not list(out.glob(".*.tmp"))
+    capsys.readouterr()
+    assert main(["", *args]) == 2 and "empty" in capsys.readouterr().err
+    assert main(["a star", "--steps", "0", "--out", str(out), "--model", str(trained[0])]) == 2
+    assert main(["--variations", str(tmp_path / "missing.png"), *args]) == 2
+    assert main([*args]) == 2
+
+
+def test_generator_evaluation_and_benchmark_rows(gen):
+    from apps.bench_diffusion import benchmark_generator
+    from apps.eval_diffusion import evaluate_generator
+    from weights.world import GENEVAL_CATEGORIES
+
+    scores = evaluate_generator(gen, count=1, images_per_prompt=1, vae_count=4, steps=2, prior_steps=2)
+    assert set(GENEVAL_CATEGORIES) < set(scores["in_distribution"])
+    assert {"colors", "attribute_binding", "overall"} <= set(scores["held_out"])
+    assert all(0 <= v <= 1 for k, v in scores["in_distribution"].items() if k in GENEVAL_CATEGORIES)
+    assert 0 < scores["in_distribution"]["vae_psnr_db"] < 100
+    rows = dict(benchmark_generator(gen.name, None, 2, (2,), (2,), 0, 1, "cpu", None))
+    assert (
+        "DDIM 2 steps: KandinskyV22Pipeline s/image" in rows
+        and "x the time" in rows["DDIM 2 steps: triptych decoder s/image"]
+    )
