@@ -12,6 +12,8 @@ from PIL import Image, ImageFilter
 
 from weights.world import (
     COLORS,
+    GENEVAL_CATEGORIES,
+    HELD_OUT_CATEGORIES,
     HELD_OUT_PAIRS,
     POSITIONS,
     QUESTION_TYPES,
@@ -20,7 +22,9 @@ from weights.world import (
     SceneObject,
     ShapesDataset,
     caption,
+    describe_scene,
     export_folder,
+    geneval_prompt,
     parse_caption,
     parse_image,
     question_answers,
@@ -228,3 +232,62 @@ def test_caption_objects_reads_phrases_even_from_broken_captions():
     broken = "a large red circle in the top left and and a small blue star in the center ,"
     assert caption_objects(broken) == {("large", "red", "circle", 0), ("small", "blue", "star", 4)}
     assert caption_objects("nothing here") == set()
+
+
+def test_position_questions_can_favour_occupied_cells():
+    rng = random.Random(2)
+    scenes = [sample_scene(rng) for _ in range(1000)]
+    uniform = sum(question_answers(s, "position", rng)[1] != "nothing" for s in scenes) / 1000
+    favoured = sum(question_answers(s, "position", rng, occupied=0.5)[1] != "nothing" for s in scenes) / 1000
+    assert uniform < 0.3 < 0.5 < favoured  # ~2/9 of cells hold an object; half the time an occupied one is asked
+
+
+def test_scene_descriptions_name_every_object_exactly():
+    rng = random.Random(4)
+    kinds = set()
+    for _ in range(3000):
+        scene = sample_scene(rng)
+        text, spec = describe_scene(scene, rng)
+        kinds.add(spec.kind)
+        assert spec.satisfied_by(scene), text
+        assert not any(pair in text for pair in HELD_OUT_TEXTS), text
+        extra = Scene(scene.objects + tuple(_free_object(scene)), scene.background) if len(scene.objects) < 3 else None
+        if extra is not None:
+            assert not spec.satisfied_by(extra), text  # one object more no longer fits the description
+    assert kinds == {"caption", "objects", "relation", "count"}
+
+
+def _free_object(scene: Scene) -> list[SceneObject]:
+    cell = next(c for c in range(9) if c not in {o.cell for o in scene.objects})
+    return [SceneObject("small", "red", "circle", cell)]
+
+
+@pytest.mark.parametrize("category", GENEVAL_CATEGORIES)
+def test_geneval_prompts_have_exact_meanings(category):
+    rng = random.Random(category)
+    for _ in range(50):
+        text, spec = geneval_prompt(category, rng)
+        assert not any(pair in text for pair in HELD_OUT_TEXTS), text
+        scene = _scene_for(spec, rng)
+        if scene is not None:
+            assert spec.satisfied_by(scene), (text, scene)
+            assert (
+                not spec.satisfied_by(Scene(scene.objects[:-1] or scene.objects * 0, scene.background))
+                or not scene.objects
+            )
+    if category in HELD_OUT_CATEGORIES:
+        text, _ = geneval_prompt(category, rng, held_out=True)
+        assert any(pair in text for pair in HELD_OUT_TEXTS), text
+    else:
+        with pytest.raises(ValueError):
+            geneval_prompt(category, rng, held_out=True)
+
+
+def _scene_for(spec, rng: random.Random) -> Scene | None:
+    """A scene that satisfies a GenEval spec, found by sampling (None when sampling does not find one soon)."""
+    n = spec.count or len(spec.objects)
+    for _ in range(20000):
+        scene = sample_scene(rng, held_out="include", num_objects=n, background=spec.background)
+        if spec.satisfied_by(scene):
+            return scene
+    return None

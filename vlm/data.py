@@ -15,10 +15,14 @@ Batch = tuple[list[Image.Image], list[str], list[str]]  # images, prompts, answe
 
 
 class WorldSamples:
-    """Batch k of world scenes: a caption task with probability `caption_fraction`, else a random question."""
+    """Batch k of world scenes: a caption task with probability `caption_fraction`, else a random question
+    (position questions ask about an occupied cell with probability `occupied`)."""
 
-    def __init__(self, seed: int, batch_size: int, caption_fraction: float = 0.5, rank: int = 0) -> None:
+    def __init__(
+        self, seed: int, batch_size: int, caption_fraction: float = 0.5, rank: int = 0, occupied: float | None = None
+    ) -> None:
         self.seed, self.batch_size, self.caption_fraction, self.rank = seed, batch_size, caption_fraction, rank
+        self.occupied = occupied
 
     def __call__(self, step: int) -> Batch:
         rng = random.Random(f"vlm/{self.seed}/{self.rank}/{step}")
@@ -30,7 +34,7 @@ class WorldSamples:
                 prompts.append(CAPTION_PROMPT)
                 answers.append(caption(scene))
             else:
-                _, question, answer = random_question(scene, rng)
+                _, question, answer = random_question(scene, rng, occupied=self.occupied)
                 prompts.append(question)
                 answers.append(answer)
         return images, prompts, answers

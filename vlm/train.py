@@ -111,7 +111,13 @@ def train(
     make = (
         FileSamples(read_samples(data, CAPTION_PROMPT), seed, batch_size)
         if data
-        else WorldSamples(seed, batch_size, recipe.get("caption_fraction", 0.5), accelerator.process_index)
+        else WorldSamples(
+            seed,
+            batch_size,
+            recipe.get("caption_fraction", 0.5),
+            accelerator.process_index,
+            recipe.get("occupied_fraction"),
+        )
     )
     loader = DataLoader(
         StepBatches(make, state["step"]),

@@ -49,13 +49,13 @@ def describe_scene(scene: Scene, seed_or_rng: int | random.Random | None = None)
         spec = PromptSpec("caption", tuple(spec_of(o, True, True, True) for o in objs))
         background = scene.background == "black" or rng.random() < 0.2
     elif form == "objects":
-        flags = [(rng.random() < 0.5, rng.random() < 0.75, rng.random() < 0.5) for _ in objs]
+        flags = [(rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5) for _ in objs]
         text = join_phrases([phrase(o, size=s, color=c, position=p) for o, (s, c, p) in zip(objs, flags)])
         spec = PromptSpec("objects", tuple(spec_of(o, *f) for o, f in zip(objs, flags)))
         background = rng.random() < 0.3
     elif form == "relation":
         a, b = rng.sample(objs, 2)
-        flags = [(rng.random() < 0.5, rng.random() < 0.75, False) for _ in range(2)]
+        flags = [(rng.random() < 0.5, rng.random() < 0.5, False) for _ in range(2)]
         rel = relation(a, b)
         text = f"{phrase(a, size=flags[0][0], color=flags[0][1], position=False)} {rel} " + phrase(
             b, size=flags[1][0], color=flags[1][1], position=False

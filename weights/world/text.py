@@ -188,8 +188,14 @@ def random_prompt(scene: Scene, seed_or_rng: int | random.Random | None = None) 
 QUESTION_TYPES: tuple[str, ...] = ("count", "color", "shape", "position", "exists", "background")
 
 
-def question_answers(scene: Scene, qtype: str, rng: random.Random, held_out: HeldOut = "exclude") -> tuple[str, str]:
-    """One (question, answer) pair of a type; raises LookupError when the scene allows none of that type."""
+def question_answers(
+    scene: Scene, qtype: str, rng: random.Random, held_out: HeldOut = "exclude", occupied: float | None = None
+) -> tuple[str, str]:
+    """One (question, answer) pair of a type; raises LookupError when the scene allows none of that type.
+
+    Position questions ask about a uniformly drawn cell (most are empty: "nothing"), unless `occupied` is given:
+    then an occupied cell with that probability (training uses it so "nothing" does not swamp the answers).
+    """
     objs = scene.objects
     if qtype == "count":
         return "how many objects are there?", NUMBER_WORDS[len(objs) - 1]
@@ -208,7 +214,8 @@ def question_answers(scene: Scene, qtype: str, rng: random.Random, held_out: Hel
         o = rng.choice(unique)
         return f"what shape is the {o.color} object?", o.shape
     if qtype == "position":
-        cell = rng.randrange(GRID * GRID)
+        pick_occupied = occupied is not None and rng.random() < occupied
+        cell = rng.choice(objs).cell if pick_occupied else rng.randrange(GRID * GRID)
         hit = [o for o in objs if o.cell == cell]
         answer = phrase(hit[0], position=False) if hit else "nothing"
         return f"what is in the {POSITIONS[cell]}?", answer
@@ -224,15 +231,19 @@ def question_answers(scene: Scene, qtype: str, rng: random.Random, held_out: Hel
 
 
 def random_question(
-    scene: Scene, seed_or_rng: int | random.Random | None = None, held_out: HeldOut = "exclude"
+    scene: Scene,
+    seed_or_rng: int | random.Random | None = None,
+    held_out: HeldOut = "exclude",
+    occupied: float | None = None,
 ) -> tuple[str, str, str]:
-    """(question type, question, answer), the type uniform over those the scene allows."""
+    """(question type, question, answer), the type uniform over those the scene allows (`occupied`: see
+    question_answers)."""
     rng = as_rng(seed_or_rng)
     types = list(QUESTION_TYPES)
     rng.shuffle(types)
     for qtype in types:
         try:
-            return (qtype, *question_answers(scene, qtype, rng, held_out))
+            return (qtype, *question_answers(scene, qtype, rng, held_out, occupied))
         except LookupError:
             continue
     raise AssertionError("count questions always apply")  # pragma: no cover
