@@ -153,7 +153,7 @@ class UnCLIPGenerator:
         self,
         image: ImageInput,
         prompt: str,
-        strength: float | None = None,
+        strength: float = 0.6,
         seed: int | None = None,
         negative_prompt: str | None = None,
         num_images: int | None = None,

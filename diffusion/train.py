@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, UnCLIPScheduler, VQModel
+from diffusers.training_utils import compute_snr
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
@@ -198,7 +199,8 @@ def train_prior(run: Run, stop_after: int | None = None):
 
 def train_decoder(run: Run, vae: VQModel, stop_after: int | None = None):
     """Noise prediction on standardised VAE latents, conditioned on the image's own embedding; the condition is
-    replaced by the zero image's embedding with probability cond_drop (guidance, as Kandinsky's negative)."""
+    replaced by the zero image's embedding with probability cond_drop (guidance, as Kandinsky's negative).
+    Optional min-SNR-gamma loss weighting (`snr_gamma`)."""
     cfg, enc = run.recipe["decoder"], run.encoder
     vae = vae.to(run.device).eval().requires_grad_(False)
     latent_side = run.side // 2 ** (len(vae.config.block_out_channels) - 1)
@@ -218,7 +220,12 @@ def train_decoder(run: Run, vae: VQModel, stop_after: int | None = None):
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=gen).to(run.device)
         noise = torch.randn(latents.shape, generator=gen).to(run.device)
         out = model(scheduler.add_noise(latents, noise, t), t, None, added_cond_kwargs={"image_embeds": cond}).sample
-        return F.mse_loss(out[:, : latents.shape[1]], noise)
+        per_sample = (out[:, : latents.shape[1]] - noise).square().mean(dim=(1, 2, 3))  # (B,)
+        gamma = cfg.get("snr_gamma")
+        if gamma:  # min-SNR-gamma weighting (Hang et al. 2023): easy low-noise steps stop dominating
+            snr = compute_snr(scheduler, t)
+            per_sample = per_sample * snr.clamp(max=gamma) / snr
+        return per_sample.mean()
 
     def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
         stage = DecoderStage(model, vae, make_scheduler("ddim", scheduler.config))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import clip
 from apps.benchmark import benchmark_classify
 from apps.eval_clip import evaluate_encoder
 from apps.evaluate import THRESHOLDS, main
@@ -83,3 +84,33 @@ def test_bundled_encoder_names_the_examples(encoder):
     labels = [line for line in lines if not line.startswith("#")]
     probs = encoder.classify(["weights/examples/scene-1.png", "weights/examples/scene-4.png"], labels, "world")
     assert [labels[i] for i in probs.argmax(-1)] == ["a red circle", "a purple star"]  # the second is held out
+
+
+@pytest.fixture(scope="module")
+def captioner(encoder):
+    import vlm
+
+    return vlm.load("shapes", encoder=encoder)
+
+
+@pytest.mark.slow
+def test_bundled_vlm_meets_the_bar_on_fresh_samples(captioner):
+    """1000 fresh scenes per task and split, a seed training never used."""
+    from apps.eval_vlm import evaluate_captioner
+    from apps.evaluate import VLM_THRESHOLDS
+
+    scores = evaluate_captioner(captioner, count=1000, seed=20261123)
+    for split, bars in VLM_THRESHOLDS.items():
+        for task, bar in bars.items():
+            assert scores[split][task] >= bar, (split, task, scores[split][task])
+
+
+def test_bundled_vlm_describes_the_examples(captioner):
+    from weights.world import caption, parse_image
+
+    paths = [f"weights/examples/scene-{i}.png" for i in range(1, 5)]
+    truths = [caption(parse_image(clip.load_image(p))) for p in paths]  # the parser is exact on clean renders
+    assert captioner.caption(paths[:3]) == truths[:3]
+    assert captioner.ask(paths, "how many objects are there?") == [
+        ("one", "two", "three")[len(parse_image(clip.load_image(p)).objects) - 1] for p in paths
+    ]
