@@ -46,22 +46,36 @@ class Rotary(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
+def single_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Unmasked attention of one new token per row, q (B, heads, 1, hd) over k, v (B, kv_heads, S, hd): two small
+    matmuls, several times cheaper on CPU than the general kernel for a single query. Query heads are grouped
+    onto their key-value head as enable_gqa does (head i reads kv head i // (heads / kv_heads))."""
+    b, h, _, hd = q.shape
+    kvh = k.shape[1]
+    q = q.reshape(b, kvh, h // kvh, hd)  # (B, kv_heads, group, hd)
+    weights = torch.softmax((q @ k.transpose(-1, -2)) * hd**-0.5, dim=-1)  # (B, kv_heads, group, S)
+    return (weights @ v).reshape(b, h, 1, hd)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def fused_weight(owner: nn.Module, parts: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The parts' weights (and biases) stacked into one matrix, cached on `owner` until any of them changes, so
-    inference runs one matmul where Llama's layout has several (names and checkpoints stay Llama's)."""
-    key = tuple((p.weight.data_ptr(), p.weight.dtype, _version(p.weight)) for p in parts)
+def fused_linear(owner: nn.Module, parts: tuple[nn.Linear, ...], x: torch.Tensor) -> torch.Tensor:
+    """x through the parts at once: their weights stacked and stored input-major ((in, out), contiguous), cached
+    on `owner` until any of them changes. One matmul where Llama's layout has several, and on CPU a
+    single-token matmul reads an input-major matrix ~1.5x faster than nn.Linear's (out, in) one. Inference only;
+    names and checkpoints stay Llama's."""
+    key = tuple((p.weight.data_ptr(), p.weight.dtype, p.weight.device, _version(p.weight)) for p in parts)
     cached = getattr(owner, "_fused", None)
     if cached is None or cached[0] != key:
-        weight = torch.cat([p.weight for p in parts]).detach()
+        weight = torch.cat([p.weight for p in parts]).detach().t().contiguous()  # (in, out)
         bias = torch.cat([p.bias for p in parts]).detach() if parts[0].bias is not None else None
         cached = (key, weight, bias)
         owner._fused = cached
-    return cached[1], cached[2]
+    out = x @ cached[1]
+    return out if cached[2] is None else out + cached[2]
 
 
 def _version(t: torch.Tensor) -> int:
@@ -103,7 +117,7 @@ class Attention(nn.Module):
         if torch.is_grad_enabled():  # training: separate projections, gradients to each
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
         else:  # inference: one matmul
-            qkv = F.linear(x, *fused_weight(self, (self.q_proj, self.k_proj, self.v_proj)))
+            qkv = fused_linear(self, (self.q_proj, self.k_proj, self.v_proj), x)
         qkv = qkv.view(b, t, h + 2 * kvh, self.head_dim).transpose(1, 2)  # (B, heads + 2 kv_heads, T, hd)
         qk, v = qkv[:, : h + kvh], qkv[:, h + kvh :]
         if hasattr(self, "q_norm"):
@@ -112,8 +126,12 @@ class Attention(nn.Module):
         q, k = qk[:, :h], qk[:, h:]
         if cache is not None:
             k, v = cache.update(layer, k, v, start)  # (B, kv_heads, start + T, hd)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+        if t == 1 and mask is None and not torch.is_grad_enabled():
+            out = single_query_attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
+        out = out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
+        return self.o_proj(out) if torch.is_grad_enabled() else fused_linear(self.o_proj, (self.o_proj,), out)
 
 
 class MLP(nn.Module):
@@ -128,8 +146,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        gate, up = F.linear(x, *fused_weight(self, (self.gate_proj, self.up_proj))).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        gate, up = fused_linear(self, (self.gate_proj, self.up_proj), x).chunk(2, dim=-1)
+        return fused_linear(self.down_proj, (self.down_proj,), F.silu(gate) * up)
 
 
 class Block(nn.Module):
@@ -197,13 +215,13 @@ class Decoder(nn.Module):
         b, t, _ = x.shape
         if positions is None:
             positions = torch.arange(start, start + t, device=x.device).expand(b, t)
-        if mask is None and causal:
+        if mask is None and causal and t > 1:  # one new token may see everything before it: no mask needed
             mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(start)[None, None]
         cos, sin = self.model.rotary(positions, x.dtype)
         for i, block in enumerate(self.model.layers):
             x = block(x, cos, sin, mask, cache, i, start)
         x = self.model.norm(x[:, -1:] if last_only else x)
-        return self.lm_head(x)
+        return self.lm_head(x) if torch.is_grad_enabled() else fused_linear(self.lm_head, (self.lm_head,), x)
 
     def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> KVCache:
         """A preallocated cache for `batch` sequences of up to `max_len` tokens."""

@@ -90,7 +90,7 @@ class Generator:
     ):
         """Feed one token per row at cache slot `start`, RoPE position prev_pos + 1; valid (B, start + 1)."""
         embeds = self.decoder.model.embed_tokens(tokens[:, None])  # (B, 1, H)
-        mask = valid[:, None, None, :]  # (B, 1, 1, S): all real tokens so far
+        mask = None if unpadded else valid[:, None, None, :]  # (B, 1, 1, S): all real tokens so far
         return self.decoder(
             inputs_embeds=embeds, positions=(prev_pos + 1)[:, None], mask=mask, cache=cache, start=start, last_only=True
         )[:, -1]
