@@ -78,6 +78,12 @@ def fused_linear(owner: nn.Module, parts: tuple[nn.Linear, ...], x: torch.Tensor
     return out if cached[2] is None else out + cached[2]
 
 
+def use_module_weights(x: torch.Tensor) -> bool:
+    """Training (gradients go to each nn.Linear) and accelerators use the Llama layout's own modules; CPU
+    inference uses the input-major cached copies of fused_linear (extra memory: one copy of those weights)."""
+    return torch.is_grad_enabled() or x.device.type != "cpu"
+
+
 def _version(t: torch.Tensor) -> int:
     """In-place updates bump a tensor's version; inference tensors have none (and cannot change outside it)."""
     return -1 if t.is_inference() else t._version
@@ -114,7 +120,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         b, t, _ = x.shape
         h, kvh = self.heads, self.kv_heads
-        if torch.is_grad_enabled():  # training: separate projections, gradients to each
+        if use_module_weights(x):
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
         else:  # inference: one matmul
             qkv = fused_linear(self, (self.q_proj, self.k_proj, self.v_proj), x)
@@ -131,7 +137,7 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
         out = out.transpose(1, 2).reshape(b, t, self.heads * self.head_dim)
-        return self.o_proj(out) if torch.is_grad_enabled() else fused_linear(self.o_proj, (self.o_proj,), out)
+        return self.o_proj(out) if use_module_weights(out) else fused_linear(self.o_proj, (self.o_proj,), out)
 
 
 class MLP(nn.Module):
@@ -144,7 +150,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
+        if use_module_weights(x):
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         gate, up = fused_linear(self, (self.gate_proj, self.up_proj), x).chunk(2, dim=-1)
         return fused_linear(self.down_proj, (self.down_proj,), F.silu(gate) * up)
@@ -221,7 +227,7 @@ class Decoder(nn.Module):
         for i, block in enumerate(self.model.layers):
             x = block(x, cos, sin, mask, cache, i, start)
         x = self.model.norm(x[:, -1:] if last_only else x)
-        return self.lm_head(x) if torch.is_grad_enabled() else fused_linear(self.lm_head, (self.lm_head,), x)
+        return self.lm_head(x) if use_module_weights(x) else fused_linear(self.lm_head, (self.lm_head,), x)
 
     def new_cache(self, batch: int, max_len: int, device=None, dtype=None) -> KVCache:
         """A preallocated cache for `batch` sequences of up to `max_len` tokens."""
