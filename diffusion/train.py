@@ -302,10 +302,8 @@ def train(
         model.save_pretrained(finished / folder)
         scheduler.save_pretrained(finished / sched_folder)
         (finished / f"{part}.json").write_text(json.dumps(record[part], indent=1))
-    info = training_record(recipe, {"step": 0, "elapsed_s": 0.0}, run.device, data=data or "shapes world")
-    info.pop("steps"), info.pop("final_loss")
-    info["train_seconds"] = round(sum(record[p]["elapsed_s"] for p in PARTS), 1)
-    info["parts"] = record
+    total = {"step": sum(record[p]["step"] for p in PARTS), "elapsed_s": sum(record[p]["elapsed_s"] for p in PARTS)}
+    info = training_record(recipe, total, run.device, data=data or "shapes world", parts=record)
     if run.accelerator.is_main_process:
         export(finished, out, recipe, info)
     return info
