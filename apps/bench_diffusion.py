@@ -85,7 +85,7 @@ def benchmark_generator(
                 lambda n=name, k=steps: gen.generate(prompts[:batch_size], scheduler=n, steps=k, progress=False), 1, dev
             )
             scores = evaluate_generator(
-                gen, count=score_count, images_per_prompt=2, vae_count=64, scheduler=name, steps=steps
+                gen, count=score_count, images_per_prompt=2, vae_count=0, scheduler=name, steps=steps
             )
             rows.append(
                 (

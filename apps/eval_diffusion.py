@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import random
 
-import torch
 from tqdm.auto import tqdm
 
 from diffusion.data import to_pixels
+from diffusion.models import vae_psnr
 from weights.world import GENEVAL_CATEGORIES, HELD_OUT_CATEGORIES, geneval_prompt, parse_image, render, sample_scene
 
 
@@ -30,19 +30,13 @@ def geneval_scores(
     return passed / (len(prompts) * images_per_prompt), sum(clip_scores) / len(clip_scores)
 
 
-@torch.inference_mode()
-def vae_psnr(generator, count: int, seed: int) -> float:
-    """Mean PSNR (dB) of the VAE's 8-bit reconstructions of fresh scenes."""
+def reconstruction_psnr(generator, count: int, seed: int) -> float:
+    """Mean PSNR (dB) of the generator's VAE on `count` fresh scenes."""
     rng = random.Random(f"{seed}/vae")
     total = 0.0
     for i in range(0, count, 64):
         images = [render(sample_scene(rng)) for _ in range(min(64, count - i))]
-        pixels = to_pixels(images, generator.decoder.movq.device)
-        recon = generator.decoder.decode(generator.decoder.encode(pixels)).float()  # (N, 3, H, W) in [0, 1]
-        recon = (recon * 255).round() / 255
-        truth = pixels.float() * 0.5 + 0.5
-        mse = (recon - truth).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
-        total += (10 * torch.log10(1 / mse)).sum().item()
+        total += vae_psnr(generator.decoder.movq, to_pixels(images, generator.decoder.movq.device)) * len(images)
     return total / count
 
 
@@ -56,7 +50,7 @@ def evaluate_generator(
     **settings,
 ) -> dict:
     """{"in_distribution": {category: score, ..., overall, clip_score, vae_psnr_db}, "held_out": {...}}:
-    `count` fresh prompts per category, `images_per_prompt` images each."""
+    `count` fresh prompts per category, `images_per_prompt` images each; PSNR over `vae_count` scenes (0: skip)."""
     results: dict[str, dict[str, float]] = {"in_distribution": {}, "held_out": {}}
     for split in ("in_distribution", "held_out"):
         categories = GENEVAL_CATEGORIES if split == "in_distribution" else HELD_OUT_CATEGORIES
@@ -77,5 +71,6 @@ def evaluate_generator(
             clip_scores.append(clip_score)
         results[split]["overall"] = sum(results[split][c] for c in categories) / len(categories)
         results[split]["clip_score"] = sum(clip_scores) / len(clip_scores)
-    results["in_distribution"]["vae_psnr_db"] = vae_psnr(generator, vae_count, seed)
+    if vae_count:
+        results["in_distribution"]["vae_psnr_db"] = reconstruction_psnr(generator, vae_count, seed)
     return results

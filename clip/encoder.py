@@ -30,15 +30,16 @@ class TextStates:
     mask: torch.Tensor  # (N, L) True for real tokens (not padding)
 
 
-def check_texts(texts: str | Iterable[str], what: str = "text") -> list[str]:
-    """A list of non-empty strings of reasonable length, or InvalidTextError naming the problem."""
+def check_texts(texts: str | Iterable[str], what: str = "text", allow_empty: bool = False) -> list[str]:
+    """A list of non-empty (unless allow_empty) strings of reasonable length, or InvalidTextError naming the
+    problem."""
     items = [texts] if isinstance(texts, str) else list(texts)
     if not items:
         raise InvalidTextError(f"no {what} given")
     for i, t in enumerate(items):
         if not isinstance(t, str):
             raise InvalidTextError(f"{what} #{i} is a {type(t).__name__}, not a string")
-        if not t.strip():
+        if not t.strip() and not allow_empty:
             raise InvalidTextError(f"{what} #{i} is empty")
         if len(t) > MAX_TEXT_CHARS:
             raise InvalidTextError(f"{what} #{i} is {len(t)} characters long; the limit is {MAX_TEXT_CHARS}")
@@ -180,12 +181,7 @@ class Encoder:
     def text_states(self, texts: str | Iterable[str], allow_empty: bool = False) -> TextStates:
         """Projected (unnormalised) embeddings plus final-layer token states and their padding mask: the prior's
         conditioning. `allow_empty` admits "" (the unconditional prompt of classifier-free guidance)."""
-        if allow_empty:
-            items = [texts] if isinstance(texts, str) else list(texts)
-            check_texts([t or "-" for t in items])  # everything but emptiness
-            tokens = self.tokenizer(items).to(self.device)
-        else:
-            tokens = self.tokenize(texts)
+        tokens = self.tokenizer(check_texts(texts, allow_empty=allow_empty)).to(self.device)
         out = self.model.forward_intermediates(text=tokens, text_indices=[-1], normalize_intermediates=True)
         return TextStates(out["text_features"], out["text_intermediates"][0], tokens != self.pad_id)
 

@@ -18,6 +18,4 @@ class EMA:
     def update(self, source: torch.nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ours = [p for p in self.model.parameters()]
-        theirs = [p.detach() for p in source.parameters()]
-        torch._foreach_lerp_(ours, theirs, 1 - decay)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in source.parameters()], 1 - decay)

@@ -80,3 +80,15 @@ def standardize_latents(vae: VQModel, pixels: torch.Tensor) -> tuple[torch.Tenso
     post.bias.add_(post.weight[:, :, 0, 0] @ mean)
     post.weight.mul_(std[None, :, None, None])
     return mean, std
+
+
+@torch.no_grad()
+def vae_psnr(vae: VQModel, pixels: torch.Tensor) -> float:
+    """Mean PSNR (dB) of the VAE's reconstructions of (N, 3, H, W) pixels in [-1, 1], both quantised to 8 bits
+    as a user would see them."""
+    pixels = pixels.to(vae.dtype)
+    recon = vae.decode(vae.encode(pixels).latents, force_not_quantize=True).sample.float()
+    a = ((pixels.float() * 0.5 + 0.5).clamp(0, 1) * 255).round() / 255
+    b = ((recon * 0.5 + 0.5).clamp(0, 1) * 255).round() / 255
+    mse = (a - b).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
+    return (10 * torch.log10(1 / mse)).mean().item()

@@ -7,7 +7,7 @@ space, img2img, best-of-N reranking by the encoder and DALL-E 2's prior candidat
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -73,17 +73,11 @@ class UnCLIPGenerator:
         negatives = self._negatives(negative_prompt, len(prompts))
         self._check_batch(len(prompts) * s.num_images * s.best_of)
         generator = _generator(s.seed)
-        embeds, negative = self.prior(
-            prompts,
-            negatives,
-            steps=s.prior_steps,
-            guidance=s.prior_guidance,
-            generator=generator,
-            num_images=s.num_images * s.best_of,
-            candidates=s.prior_candidates,
-            progress=progress,
-        )
-        target = self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)  # (N, D) for reranking
+        embeds, negative = self._prior(prompts, negatives, s, generator, progress)
+
+        def target() -> torch.Tensor:  # (N, D): each image's prompt, for best-of-N
+            return self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)
+
         return self._decode(embeds, negative, s, generator, target, callback=callback, progress=progress)
 
     def variations(
@@ -99,14 +93,8 @@ class UnCLIPGenerator:
         """Images that share the given image's embedding: same content, new draws."""
         s = self.defaults.updated(seed=seed, num_images=num_images, **settings)
         self._check_batch(s.num_images * s.best_of)
-        picture = load_image(image)
-        embeds = self.encoder.encode_image(picture, normalize=False)  # (1, D)
-        zero = self.encoder.zero_image_embed()
-        reps = s.num_images * s.best_of
-        target = F.normalize(embeds, dim=-1).repeat(s.num_images, 1)
-        return self._decode(
-            embeds.repeat(reps, 1), zero.repeat(reps, 1), s, _generator(s.seed), target, callback, progress
-        )
+        embeds = self.encoder.encode_image(load_image(image), normalize=False)  # (1, D)
+        return self._decode_one(embeds, s, _generator(s.seed), callback, progress)
 
     def interpolate(
         self,
@@ -131,23 +119,14 @@ class UnCLIPGenerator:
         parts = []
         for item in items:
             if isinstance(item, str) and not Path(item).is_file():
-                embeds, _ = self.prior(
-                    check_texts(item, "prompt"),
-                    steps=s.prior_steps,
-                    guidance=s.prior_guidance,
-                    generator=generator,
-                    candidates=s.prior_candidates,
-                    progress=progress,
-                )
+                one = s.updated(num_images=1, best_of=1)  # one embedding per prompt
+                embeds, _ = self._prior(check_texts(item, "prompt"), None, one, generator, progress)
                 parts.append(embeds.float())
             else:
                 parts.append(self.encoder.encode_image(item, normalize=False))
         w = torch.tensor([float(x) for x in weights]) / sum(weights)
         blend = sum(wi * p for wi, p in zip(w.tolist(), parts))  # (1, D)
-        reps = s.num_images * s.best_of
-        zero = self.encoder.zero_image_embed()
-        target = F.normalize(blend, dim=-1).repeat(s.num_images, 1)
-        return self._decode(blend.repeat(reps, 1), zero.repeat(reps, 1), s, generator, target, callback, progress)
+        return self._decode_one(blend, s, generator, callback, progress)
 
     def img2img(
         self,
@@ -167,19 +146,13 @@ class UnCLIPGenerator:
         prompts = check_texts(prompt, "prompt")[:1]
         self._check_batch(s.num_images * s.best_of)
         generator = _generator(s.seed)
-        embeds, negative = self.prior(
-            prompts,
-            self._negatives(negative_prompt, 1),
-            steps=s.prior_steps,
-            guidance=s.prior_guidance,
-            generator=generator,
-            num_images=s.num_images * s.best_of,
-            candidates=s.prior_candidates,
-            progress=progress,
-        )
+        embeds, negative = self._prior(prompts, self._negatives(negative_prompt, 1), s, generator, progress)
         pixels = self._to_pixels(load_image(image))
         init = self.decoder.encode(pixels).repeat(len(embeds), 1, 1, 1)  # (N, C, h, w)
-        target = self.encoder.encode_text(prompts).repeat(s.num_images, 1)
+
+        def target() -> torch.Tensor:
+            return self.encoder.encode_text(prompts).repeat(s.num_images, 1)
+
         return self._decode(embeds, negative, s, generator, target, callback, progress, init_latents=init)
 
     def decode_embeddings(
@@ -199,19 +172,57 @@ class UnCLIPGenerator:
         return self._decode(image_embeds, negative_image_embeds, s, _generator(s.seed), None, None, progress)
 
     # ------------------------------------------------------------------ internals
+    def _prior(
+        self,
+        prompts: list[str],
+        negatives: list[str] | None,
+        s: GenerationSettings,
+        generator: torch.Generator,
+        progress: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image embeddings (and negatives): num_images x best_of draws per prompt, prompt-major."""
+        return self.prior(
+            prompts,
+            negatives,
+            steps=s.prior_steps,
+            guidance=s.prior_guidance,
+            generator=generator,
+            num_images=s.num_images * s.best_of,
+            candidates=s.prior_candidates,
+            progress=progress,
+        )
+
+    def _decode_one(
+        self,
+        embed: torch.Tensor,
+        s: GenerationSettings,
+        generator: torch.Generator,
+        callback: StepCallback | None,
+        progress: bool,
+    ) -> list[Image.Image]:
+        """num_images draws from one (1, D) image embedding against the zero image's; best-of-N reranks by
+        closeness to that embedding."""
+        reps = s.num_images * s.best_of
+        zero = self.encoder.zero_image_embed()
+
+        def target() -> torch.Tensor:
+            return F.normalize(embed.float(), dim=-1).repeat(s.num_images, 1)
+
+        return self._decode(embed.repeat(reps, 1), zero.repeat(reps, 1), s, generator, target, callback, progress)
+
     def _decode(
         self,
         embeds: torch.Tensor,
         negative: torch.Tensor,
         s: GenerationSettings,
         generator: torch.Generator,
-        target: torch.Tensor | None,
+        target: Callable[[], torch.Tensor] | None,
         callback: StepCallback | None = None,
         progress: bool = True,
         init_latents: torch.Tensor | None = None,
     ) -> list[Image.Image]:
         """Denoise and decode every embedding; with best_of > 1 keep, per group of best_of draws, the image the
-        encoder finds closest to its `target` (normalised) embedding."""
+        encoder finds closest to its row of `target()` ((N, D) normalised embeddings, computed only then)."""
         if scheduler_name(self.decoder.scheduler) != s.scheduler:
             self.decoder.scheduler = make_scheduler(s.scheduler, self._decoder_scheduler_config)
         latents = self.decoder(
@@ -230,7 +241,8 @@ class UnCLIPGenerator:
         images = _to_pil(self.decoder.decode(latents))
         if s.best_of == 1 or target is None:
             return images
-        scores = (self.encoder.encode_image(images) @ target.float().repeat_interleave(s.best_of, dim=0).T).diagonal()
+        wanted = target().float().repeat_interleave(s.best_of, dim=0)  # (N * best_of, D)
+        scores = (self.encoder.encode_image(images) * wanted).sum(dim=-1)
         best = scores.view(-1, s.best_of).argmax(dim=1) + torch.arange(len(images) // s.best_of) * s.best_of
         return [images[i] for i in best.tolist()]
 

@@ -33,8 +33,9 @@ from weights.world.dataset import StepBatches
 from .data import Batch, CaptionedImages, WorldImages, to_pixels
 from .decoder import DecoderStage
 from .ema import EMA
-from .models import build_prior, build_unet, build_vae, standardize_latents
+from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
 from .pipeline import CONFIG
+from .prior import PriorStage
 from .schedulers import make_scheduler
 
 PARTS = ("vae", "prior", "decoder")
@@ -144,9 +145,10 @@ def train_vae(run: Run, stop_after: int | None = None) -> tuple[VQModel, dict] |
         return None
     vae, state = done
     stats = WorldImages(run.recipe["seed"] + 2, cfg.get("stats_samples", 512), "vae-stats", side=run.side)(0)[0]
-    mean, std = standardize_latents(vae.float(), to_pixels(stats, run.device))
+    pixels = to_pixels(stats, run.device)
+    mean, std = standardize_latents(vae.float(), pixels)
     state["latent_mean"], state["latent_std"] = mean.tolist(), std.tolist()
-    state["psnr_db"] = round(vae_psnr(vae, to_pixels(stats, run.device)), 2)
+    state["psnr_db"] = round(vae_psnr(vae, pixels), 2)
     return vae, state
 
 
@@ -180,8 +182,6 @@ def train_prior(run: Run, stop_after: int | None = None):
         return F.mse_loss(pred, target)
 
     def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
-        from .prior import PriorStage
-
         stage = PriorStage(model, UnCLIPScheduler(**cfg["scheduler"]), enc)
         drawn, _ = stage(
             fixed_prompts, steps=cfg.get("sample_steps", 25), generator=torch.Generator().manual_seed(0), progress=False
@@ -244,16 +244,6 @@ def train_decoder(run: Run, vae: VQModel, stop_after: int | None = None):
 
 
 # ---------------------------------------------------------------------- helpers and entry point
-@torch.no_grad()
-def vae_psnr(vae: VQModel, pixels: torch.Tensor) -> float:
-    """Mean PSNR (dB) of reconstructions, on 8-bit-quantised [0, 1] images as a user would see them."""
-    recon = vae.decode(vae.encode(pixels).latents, force_not_quantize=True).sample
-    a = ((pixels * 0.5 + 0.5).clamp(0, 1) * 255).round() / 255
-    b = ((recon * 0.5 + 0.5).clamp(0, 1) * 255).round() / 255
-    mse = (a - b).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
-    return (10 * torch.log10(1 / mse)).mean().item()
-
-
 def _save_grid(pixels: torch.Tensor, path: Path, rows: int, unit: bool = False) -> None:
     """Save (N, 3, H, W) images, N/rows per row; pixels in [-1, 1] (or [0, 1] with unit)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -315,3 +315,10 @@ def test_generator_evaluation_and_benchmark_rows(gen):
         "DDIM 2 steps: KandinskyV22Pipeline s/image" in rows
         and "x the time" in rows["DDIM 2 steps: triptych decoder s/image"]
     )
+
+
+def test_best_of_keeps_the_draw_the_encoder_finds_closest_to_the_prompt(gen):
+    drawn = gen.generate("a red circle", seed=4, num_images=3, **FAST)  # the same three draws best_of=3 makes
+    kept = gen.generate("a red circle", seed=4, best_of=3, **FAST)[0]
+    scores = gen.encoder.encode_image(drawn) @ gen.encoder.encode_text("a red circle")[0]
+    assert np.array_equal(np.asarray(kept), np.asarray(drawn[int(scores.argmax())]))

@@ -21,7 +21,17 @@ from .spec import (
     TRAIN_PAIRS,
     plural,
 )
-from .text import LEAD_INS, ObjectSpec, PromptSpec, count_phrase, join_phrases, phrase, relation, spec_of
+from .text import (
+    ObjectSpec,
+    PromptSpec,
+    caption_form,
+    count_phrase,
+    finish_prompt,
+    join_phrases,
+    phrase,
+    relation_form,
+    spec_of,
+)
 
 GENEVAL_CATEGORIES: tuple[str, ...] = (
     "single_object",
@@ -45,34 +55,20 @@ def describe_scene(scene: Scene, seed_or_rng: int | random.Random | None = None)
     if form == "relation" and len(objs) != 2:
         form = "objects"
     if form == "caption":
-        text = join_phrases([phrase(o) for o in objs])
-        spec = PromptSpec("caption", tuple(spec_of(o, True, True, True) for o in objs))
-        background = scene.background == "black" or rng.random() < 0.2
+        text, spec, background = caption_form(scene, rng)
     elif form == "objects":
         flags = [(rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5) for _ in objs]
         text = join_phrases([phrase(o, size=s, color=c, position=p) for o, (s, c, p) in zip(objs, flags)])
         spec = PromptSpec("objects", tuple(spec_of(o, *f) for o, f in zip(objs, flags)))
         background = rng.random() < 0.3
-    elif form == "relation":
-        a, b = rng.sample(objs, 2)
-        flags = [(rng.random() < 0.5, rng.random() < 0.5, False) for _ in range(2)]
-        rel = relation(a, b)
-        text = f"{phrase(a, size=flags[0][0], color=flags[0][1], position=False)} {rel} " + phrase(
-            b, size=flags[1][0], color=flags[1][1], position=False
-        )
-        spec = PromptSpec("relation", (spec_of(a, *flags[0]), spec_of(b, *flags[1])), rel, exact=True)
+    elif form == "relation":  # two-object scenes only: the relation names them both
+        text, spec = relation_form(objs, rng, color_kept=0.5)
+        spec = replace(spec, exact=True)
         background = rng.random() < 0.3
     else:
         text, spec = count_phrase(scene, rng)
         background = rng.random() < 0.3
-    if background:
-        text += f" on a {scene.background} background"
-        spec = replace(spec, background=scene.background)
-    elif form == "caption":
-        spec = replace(spec, background="white")  # the canonical caption's silence means white
-    if rng.random() < 0.2:
-        text = rng.choice(LEAD_INS) + text
-    return text, spec
+    return finish_prompt(text, spec, scene, rng, background, canonical=form == "caption", lead_in=0.2)
 
 
 def _pair(rng: random.Random, held_out: bool) -> tuple[str, str]:

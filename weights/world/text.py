@@ -146,10 +146,7 @@ def random_prompt_spec(scene: Scene, seed_or_rng: int | random.Random | None = N
     if form == "relation" and len(objs) < 2:
         form = "object"
     if form == "caption":
-        text = join_phrases([phrase(o) for o in objs])
-        specs = tuple(spec_of(o, True, True, True) for o in objs)
-        background = scene.background == "black" or rng.random() < 0.2
-        spec = PromptSpec("caption", specs)
+        text, spec, background = caption_form(scene, rng)
     elif form == "object":
         obj, position = rng.choice(objs), rng.random() < 0.5
         size, color = rng.random() < 0.5, rng.random() < 0.7
@@ -157,24 +154,44 @@ def random_prompt_spec(scene: Scene, seed_or_rng: int | random.Random | None = N
         spec = PromptSpec("object", (spec_of(obj, size, color, position),))
         background = rng.random() < 0.3
     elif form == "relation":
-        a, b = rng.sample(objs, 2)
-        flags = [(rng.random() < 0.5, rng.random() < 0.7) for _ in range(2)]
-        rel = relation(a, b)
-        text = (
-            f"{phrase(a, size=flags[0][0], color=flags[0][1], position=False)} {rel} "
-            f"{phrase(b, size=flags[1][0], color=flags[1][1], position=False)}"
-        )
-        spec = PromptSpec("relation", (spec_of(a, *flags[0], False), spec_of(b, *flags[1], False)), rel)
+        text, spec = relation_form(objs, rng, color_kept=0.7)
         background = rng.random() < 0.3
     else:
         text, spec = count_phrase(scene, rng)
         background = rng.random() < 0.3
+    return finish_prompt(text, spec, scene, rng, background, canonical=form == "caption", lead_in=0.25)
+
+
+def caption_form(scene: Scene, rng: random.Random) -> tuple[str, PromptSpec, bool]:
+    """The canonical caption as a prompt, and whether to name the background (always when black)."""
+    text = join_phrases([phrase(o) for o in scene.objects])
+    spec = PromptSpec("caption", tuple(spec_of(o, True, True, True) for o in scene.objects))
+    return text, spec, scene.background == "black" or rng.random() < 0.2
+
+
+def relation_form(objs: tuple[SceneObject, ...], rng: random.Random, color_kept: float) -> tuple[str, PromptSpec]:
+    """`<a> <relation> <b>` for two random objects, size named half the time, colour with p = color_kept."""
+    a, b = rng.sample(objs, 2)
+    flags = [(rng.random() < 0.5, rng.random() < color_kept) for _ in range(2)]
+    rel = relation(a, b)
+    text = (
+        f"{phrase(a, size=flags[0][0], color=flags[0][1], position=False)} {rel} "
+        f"{phrase(b, size=flags[1][0], color=flags[1][1], position=False)}"
+    )
+    return text, PromptSpec("relation", (spec_of(a, *flags[0], False), spec_of(b, *flags[1], False)), rel)
+
+
+def finish_prompt(
+    text: str, spec: PromptSpec, scene: Scene, rng: random.Random, background: bool, canonical: bool, lead_in: float
+) -> tuple[str, PromptSpec]:
+    """Append the scene's background when asked (a canonical caption that does not name it means white), then
+    a lead-in (`a picture of ...`) with probability `lead_in`."""
     if background:
         text += f" on a {scene.background} background"
         spec = replace(spec, background=scene.background)
-    elif form == "caption":
-        spec = replace(spec, background="white")  # the canonical caption's silence means white
-    if rng.random() < 0.25:
+    elif canonical:
+        spec = replace(spec, background="white")
+    if rng.random() < lead_in:
         text = rng.choice(LEAD_INS) + text
     return text, spec
 
