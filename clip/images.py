@@ -19,8 +19,8 @@ MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompress
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
-def _open(source: str | os.PathLike | bytes) -> Image.Image:
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
+def _open(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
     if isinstance(source, bytes):
         data = source
     else:
@@ -102,13 +102,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: ImageInput) -> Image.Image:
-    """An RGB PIL image from a PIL image, a path, raw bytes or a numpy array; InvalidImageError otherwise."""
+def load_image(source: ImageInput, name: str | None = None) -> Image.Image:
+    """An RGB PIL image from a PIL image, a path, raw bytes or a numpy array; InvalidImageError otherwise.
+
+    `name` is how errors refer to the source (e.g. an upload's original file name instead of a temp path)."""
     if isinstance(source, Image.Image):
         _check_pixels(source, "image")
         image = source
     elif isinstance(source, (str, os.PathLike, bytes)):
-        image = _open(source)
+        image = _open(source, name)
     elif isinstance(source, np.ndarray):
         image = _from_array(source)
     else:
