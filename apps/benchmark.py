@@ -199,8 +199,24 @@ def main(argv: list[str] | None = None) -> int:
     dif.add_argument("--repeats", type=int, default=3)
     dif.add_argument("--device")
     dif.add_argument("--dtype")
+    mem = sub.add_parser("memory", help="the app's peak memory vs three separate apps, each with its own encoder")
+    mem.add_argument("--preset", default="shapes")
+    mem.add_argument("--device")
+    mem.add_argument("--dtype")
+    load = sub.add_parser("load", help="concurrent gradio_client users on every endpoint, plus bad uploads")
+    load.add_argument("--url", help="an app already running (default: start one on --port)")
+    load.add_argument("--preset", default="shapes")
+    load.add_argument("--port", type=int, default=7861)
+    load.add_argument("--clients", type=int, default=16)
+    load.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
-    if args.what == "diffusion":
+    if args.what == "memory":
+        from .bench_memory import benchmark_memory
+
+        rows = benchmark_memory(args.preset, args.device, args.dtype)
+    elif args.what == "load":
+        return _load(parser, args)
+    elif args.what == "diffusion":
         from .bench_diffusion import benchmark_generator
 
         if min([args.batch_size, args.repeats, *args.steps, *args.fast_steps]) <= 0 or args.score_count < 0:
@@ -228,6 +244,24 @@ def main(argv: list[str] | None = None) -> int:
         )
     print_table(rows)
     return 0
+
+
+def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .load_test import run_load, serve_in_background
+
+    if args.clients <= 0 or not args.seconds > 0:
+        parser.error("--clients and --seconds must be positive")
+    server = None if args.url else serve_in_background(args.preset, args.port)
+    try:
+        report = run_load(args.url or f"http://127.0.0.1:{args.port}/", args.clients, args.seconds)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+    print_table(report.rows())
+    for line in report.errors[:10] + report.bad_unclear[:10]:
+        print(f"  {line}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":

@@ -19,3 +19,34 @@ def encoder():
     import clip
 
     return clip.load("shapes", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def service(encoder):
+    """Every bundled capability on the one session encoder."""
+    import diffusion
+    import vlm
+    from apps.service import Preset, Service
+
+    return Service(
+        Preset.resolve("shapes"),
+        encoder,
+        vlm.load("shapes", encoder=encoder),
+        diffusion.load("shapes", encoder=encoder),
+    )
+
+
+@pytest.fixture(scope="session")
+def app_url(service):
+    """The Gradio app on a free local port, serving `service` until the session ends."""
+    import socket
+
+    from apps.app import build_app, launch
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app(service)
+    launch(app, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()

@@ -1,0 +1,359 @@
+"""The Gradio app: one process, one shared encoder, a tab per capability, and named HTTP endpoints.
+
+Endpoints (gradio_client): /classify and /ask (micro-batched), /caption (streamed), /generate, /variations,
+/interpolate. Every model call holds the service's lock, one at a time: on a GPU that is the accelerator, on a CPU
+torch already uses every core for one call.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+from PIL import Image
+
+from clip.encoder import check_labels, check_texts
+from clip.errors import InvalidTextError
+
+from .batching import MicroBatcher
+from .gradio_parts import UploadedImage, gr, parse_labels, require_image, user_errors, whole_number
+from .service import Service, example_prompts, example_scenes
+
+MODEL_GROUP = "model"  # generation and streamed captions: one at a time
+BATCHED_GROUP = "batched"  # classify and ask: up to MAX_BATCH at once, joined into batches by a MicroBatcher
+QUEUE_SIZE = 64  # requests waiting beyond this are refused at once ("queue is full"), never hang
+MAX_BATCH = 16
+MAX_UPLOAD = "10mb"
+TOP_LABELS = 10
+TEMPLATE_CHOICES = ("world", "imagenet", "none")
+
+NOTICE = """**These bundled models know only the shapes world**: 64×64 pictures of 1–3 flat shapes (circle, square,
+triangle, diamond, cross, star) in 8 colours on a white or black 3×3 grid. Photos and free text are outside what
+they learned. For real images, start the app on real weights: `triptych serve --preset /path/to/preset` (a folder
+with `clip/`, `vlm/` and `diffusion/`), as the README's *Use real weights* section shows."""
+
+
+def build_app(service: Service) -> gr.Blocks:
+    """The Blocks app over a loaded Service; tabs for the capabilities the service has."""
+    with gr.Blocks(title="triptych") as app:
+        gr.Markdown("# triptych — one encoder, three jobs")
+        gr.Markdown(NOTICE)
+        scenes = example_scenes()
+        _classify_tab(service, scenes)
+        if service.captioner is not None:
+            _caption_tab(service, scenes)
+        if service.generator is not None:
+            _generate_tab(service)
+            _variations_tab(service, scenes)
+        with gr.Tab("About"):
+            gr.Markdown(service.about(), elem_id="about")
+            gr.Markdown(NOTICE)
+    return app
+
+
+# ---------------------------------------------------------------- classify
+def _classify_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> None:
+    from weights.world import ALL_PAIRS
+
+    default_labels = ", ".join(f"a {color} {shape}" for color, shape in ALL_PAIRS)
+
+    def classify_batch(items: list[tuple[Image.Image, tuple[str, ...], str]]) -> list[dict[str, float]]:
+        """Items that share labels and templates are classified in one call."""
+        groups: dict[tuple[tuple[str, ...], str], list[int]] = defaultdict(list)
+        for i, (_, names, template) in enumerate(items):
+            groups[names, template].append(i)
+        out: list[dict[str, float]] = [{} for _ in items]
+        for (names, template), members in groups.items():
+            probs = service.encoder.classify([items[i][0] for i in members], names, template)  # (n, C)
+            for row, i in zip(probs.tolist(), members):
+                out[i] = dict(zip(names, row))
+        return out
+
+    batcher = MicroBatcher(classify_batch, service.lock, max_batch=MAX_BATCH)
+
+    def classify(image: Image.Image, labels: str, templates: str) -> dict[str, float]:
+        require_image(image)
+        if templates not in TEMPLATE_CHOICES:
+            raise InvalidTextError(f"templates must be one of {TEMPLATE_CHOICES}, got {templates!r}")
+        return batcher((image, check_labels(parse_labels(labels)), templates))
+
+    with gr.Tab("Classify"):
+        with gr.Row():
+            with gr.Column():
+                image = UploadedImage(label="Image", height=256, elem_id="classify-image")
+                labels = gr.Textbox(default_labels, label="Labels (commas or one per line)", lines=3)
+                templates = gr.Radio(list(TEMPLATE_CHOICES), value="world", label="Prompt templates")
+                button = gr.Button("Classify", variant="primary")
+            result = gr.Label(num_top_classes=TOP_LABELS, label="Probabilities", elem_id="classify-result")
+        gr.Examples([[img] for img, _ in scenes], inputs=[image], label="World examples")
+        button.click(
+            user_errors(classify),
+            [image, labels, templates],
+            result,
+            api_name="classify",
+            concurrency_id=BATCHED_GROUP,
+            concurrency_limit=MAX_BATCH,
+        )
+
+
+# ---------------------------------------------------------------- caption and ask
+def _caption_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> None:
+    captioner = service.captioner
+
+    def caption(image: Image.Image):
+        """The caption, streamed: each update is the text so far. The lock is taken per token, so other
+        requests run between the tokens of a long caption."""
+        require_image(image)
+        pieces, text = iter(captioner.stream(image)), ""
+        while True:
+            with service.lock:
+                piece = next(pieces, None)
+            if piece is None:
+                return
+            text += piece
+            yield text
+
+    batcher = MicroBatcher(
+        lambda items: captioner.ask([i for i, _ in items], [q for _, q in items]), service.lock, max_batch=MAX_BATCH
+    )
+
+    def ask(image: Image.Image, question: str) -> str:
+        require_image(image)
+        return batcher((image, check_texts(question, "question")[0]))
+
+    with gr.Tab("Caption & Ask"):
+        with gr.Row():
+            with gr.Column():
+                image = UploadedImage(label="Image", height=256, elem_id="caption-image")
+                caption_button = gr.Button("Caption", variant="primary", elem_id="caption-button")
+                question = gr.Textbox("how many objects are there?", label="Question", elem_id="question")
+                ask_button = gr.Button("Ask", elem_id="ask-button")
+            with gr.Column():
+                caption_box = gr.Textbox(label="Caption", elem_id="caption-text", interactive=False)
+                answer_box = gr.Textbox(label="Answer", elem_id="answer-text", interactive=False)
+        gr.Examples(
+            [[img, "what is in the center?"] for img, _ in scenes],
+            inputs=[image, question],
+            label="World examples",
+        )
+        caption_button.click(user_errors(caption), image, caption_box, api_name="caption", concurrency_id=MODEL_GROUP)
+        ask_button.click(
+            user_errors(ask),
+            [image, question],
+            answer_box,
+            api_name="ask",
+            concurrency_id=BATCHED_GROUP,
+            concurrency_limit=MAX_BATCH,
+        )
+
+
+# ---------------------------------------------------------------- generate
+def _step_reporter(progress: gr.Progress, total: int, what: str):
+    def report(step: int, timestep: int, latents) -> None:
+        progress((step + 1, total), desc=what, unit="steps")
+
+    return report
+
+
+def _settings_inputs(service: Service) -> dict[str, gr.components.Component]:
+    d = service.generator.defaults
+    with gr.Accordion("Settings", open=False):
+        with gr.Row():
+            seed = gr.Number(d.seed, label="Seed", precision=0, minimum=0)
+            steps = gr.Slider(1, 200, d.steps, step=1, label="Decoder steps")
+            guidance = gr.Slider(0, 20, d.guidance, step=0.5, label="Decoder guidance")
+        with gr.Row():
+            prior_steps = gr.Slider(1, 200, d.prior_steps, step=1, label="Prior steps")
+            prior_guidance = gr.Slider(0, 20, d.prior_guidance, step=0.5, label="Prior guidance")
+            scheduler = gr.Dropdown(["ddim", "dpm++", "ddpm"], value=d.scheduler, label="Scheduler")
+    return dict(
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        prior_steps=prior_steps,
+        prior_guidance=prior_guidance,
+        scheduler=scheduler,
+    )
+
+
+def _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler) -> dict:
+    return dict(
+        seed=whole_number(seed, "seed"),
+        steps=whole_number(steps, "steps"),
+        guidance=guidance,
+        prior_steps=whole_number(prior_steps, "prior steps"),
+        prior_guidance=prior_guidance,
+        scheduler=scheduler,
+    )
+
+
+def _generate_tab(service: Service) -> None:
+    generator = service.generator
+
+    def generate(
+        prompt,
+        negative_prompt,
+        num_images,
+        best_of,
+        seed,
+        steps,
+        guidance,
+        prior_steps,
+        prior_guidance,
+        scheduler,
+        progress=gr.Progress(),
+    ):
+        settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
+        with service.lock:
+            return generator.generate(
+                prompt,
+                negative_prompt=negative_prompt or None,
+                num_images=whole_number(num_images, "number of images"),
+                best_of=whole_number(best_of, "best of"),
+                callback=_step_reporter(progress, settings["steps"], "denoising"),
+                progress=False,
+                **settings,
+            )
+
+    with gr.Tab("Generate"):
+        with gr.Row():
+            with gr.Column():
+                prompt = gr.Textbox("a red circle to the left of a blue square", label="Prompt", elem_id="prompt")
+                negative = gr.Textbox("", label="Negative prompt")
+                with gr.Row():
+                    num_images = gr.Slider(1, 8, 4, step=1, label="Images")
+                    best_of = gr.Slider(1, 8, 1, step=1, label="Best of N (rerank by the encoder)")
+                settings = _settings_inputs(service)
+                button = gr.Button("Generate", variant="primary", elem_id="generate-button")
+            gallery = gr.Gallery(label="Images", columns=4, height=320, elem_id="generate-gallery")
+        gr.Examples([[p] for p in example_prompts()], inputs=[prompt], label="World prompts")
+        button.click(
+            user_errors(generate),
+            [prompt, negative, num_images, best_of, *settings.values()],
+            gallery,
+            api_name="generate",
+            concurrency_id=MODEL_GROUP,
+        )
+
+
+# ---------------------------------------------------------------- variations and interpolation
+def _variations_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> None:
+    generator = service.generator
+
+    def variations(
+        image, num_images, seed, steps, guidance, prior_steps, prior_guidance, scheduler, progress=gr.Progress()
+    ):
+        require_image(image)
+        settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
+        with service.lock:
+            return generator.variations(
+                image,
+                num_images=whole_number(num_images, "number of images"),
+                callback=_step_reporter(progress, settings["steps"], "denoising"),
+                progress=False,
+                **settings,
+            )
+
+    def interpolate(
+        prompt_a,
+        prompt_b,
+        image,
+        weight_a,
+        weight_b,
+        weight_image,
+        num_images,
+        seed,
+        steps,
+        guidance,
+        prior_steps,
+        prior_guidance,
+        scheduler,
+        progress=gr.Progress(),
+    ):
+        items, weights = [], []
+        for item, weight in ((prompt_a, weight_a), (prompt_b, weight_b), (image, weight_image)):
+            if item is not None and not (isinstance(item, str) and not item.strip()):
+                items.append(item)
+                weights.append(weight)
+        if not items:
+            raise InvalidTextError("nothing to blend: give at least one prompt or an image")
+        settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
+        with service.lock:
+            return generator.interpolate(
+                items,
+                weights,
+                num_images=whole_number(num_images, "number of images"),
+                callback=_step_reporter(progress, settings["steps"], "denoising"),
+                progress=False,
+                **settings,
+            )
+
+    with gr.Tab("Variations & Interpolate"):
+        with gr.Row():
+            with gr.Column():
+                image = UploadedImage(label="Image", height=256, elem_id="variations-image")
+                prompt_a = gr.Textbox("a large red circle in the top left", label="Prompt A")
+                prompt_b = gr.Textbox("a large blue square in the bottom right", label="Prompt B")
+                with gr.Row():
+                    weight_a = gr.Slider(0, 1, 0.5, step=0.05, label="Weight A")
+                    weight_b = gr.Slider(0, 1, 0.5, step=0.05, label="Weight B")
+                    weight_image = gr.Slider(0, 1, 0.0, step=0.05, label="Weight of the image")
+                num_images = gr.Slider(1, 8, 4, step=1, label="Images")
+                settings = _settings_inputs(service)
+                with gr.Row():
+                    variations_button = gr.Button("Variations of the image", variant="primary")
+                    interpolate_button = gr.Button("Interpolate")
+            gallery = gr.Gallery(label="Images", columns=4, height=320, elem_id="variations-gallery")
+        gr.Examples([[img] for img, _ in scenes], inputs=[image], label="World examples")
+        variations_button.click(
+            user_errors(variations),
+            [image, num_images, *settings.values()],
+            gallery,
+            api_name="variations",
+            concurrency_id=MODEL_GROUP,
+        )
+        interpolate_button.click(
+            user_errors(interpolate),
+            [prompt_a, prompt_b, image, weight_a, weight_b, weight_image, num_images, *settings.values()],
+            gallery,
+            api_name="interpolate",
+            concurrency_id=MODEL_GROUP,
+        )
+
+
+# ---------------------------------------------------------------- serving
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True):
+    """Queue with one model at a time and a bounded wait list, capped uploads, no extra filesystem access."""
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=MAX_UPLOAD,
+        show_error=False,  # only gr.Error messages (bad input) reach users, not internals
+        ssr_mode=False,
+        mcp_server=False,
+        prevent_thread_lock=not block,
+        quiet=not block,
+    )
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="shapes", help="'shapes' (bundled) or a folder with clip/ vlm/ diffusion/")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--dtype", help="fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=7860)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="triptych serve", description="Serve every capability in one Gradio app.")
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)
+    service = Service.load(args.preset, device=args.device, dtype=args.dtype)
+    print(f"triptych: loaded {args.preset} on {service.device} in {service.load_seconds:.1f} s", flush=True)
+    launch(build_app(service), host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

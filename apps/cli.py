@@ -1,0 +1,65 @@
+"""`triptych`: one command for every capability. Each subcommand is the matching script with the same flags.
+
+triptych serve [--preset shapes] [--port 7860]     the Gradio app and its HTTP API
+triptych classify IMAGES --labels ...              zero-shot classification   (= triptych-classify)
+triptych caption IMAGES                            captions                   (= triptych-caption)
+triptych ask IMAGES --question "..."               answers                    (= triptych-caption --ask)
+triptych generate PROMPTS                          text-to-image              (= triptych-generate)
+triptych variations IMAGE                          unCLIP variations          (= triptych-generate --variations)
+triptych interpolate ITEMS --weights ...           blends                     (= triptych-generate --interpolate)
+triptych evaluate | benchmark ...                  scores and speed tables
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+def _run(module: str, prefix: tuple[str, ...] = ()) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return importlib.import_module(f"apps.{module}").main([*prefix, *argv])
+
+    return run
+
+
+def _ask(argv: list[str]) -> int:
+    """`ask IMAGES --question Q` -> `caption IMAGES --ask Q` (the caption script's own flag)."""
+    argv = ["--ask" if arg == "--question" else arg for arg in argv]
+    return _run("caption")(argv)
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "serve": (_run("app"), "serve every capability in one Gradio app (HTTP API included)"),
+    "classify": (_run("classify"), "zero-shot classification of images against labels"),
+    "caption": (_run("caption"), "caption images"),
+    "ask": (_ask, "answer a question about images (--question)"),
+    "generate": (_run("generate"), "text-to-image"),
+    "variations": (_run("generate", ("--variations",)), "unCLIP variations of an image"),
+    "interpolate": (_run("generate", ("--interpolate",)), "blend prompts and images (--weights)"),
+    "evaluate": (_run("evaluate"), "scores on the shapes world"),
+    "benchmark": (_run("benchmark"), "speed and memory tables against the peers"),
+}
+
+
+def usage() -> str:
+    rows = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items())
+    return f"usage: triptych COMMAND [ARGS]   (triptych COMMAND --help for its flags)\n\ncommands:\n{rows}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"triptych: unknown command {command!r}\n\n{usage()}", end="", file=sys.stderr)
+        return 2
+    return COMMANDS[command][0](rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""The loaded models behind the app: one encoder shared by the classifier, the VLM and the generator.
+
+`Service.load` reads a preset once; the Gradio app, the memory benchmark and the tests all use it, so "one
+encoder in memory" is a property of this class (`service.captioner.encoder is service.encoder`).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+import clip
+import diffusion
+import vlm
+from clip.devices import precision_name
+from clip.errors import WeightsError
+
+CAPABILITIES: tuple[str, ...] = ("classify", "caption", "generate")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Where a preset's three parts live: `shapes` (bundled) or a folder holding clip/, vlm/ and diffusion/."""
+
+    name: str
+    encoder: str  # a clip.load name
+    vlm: str  # a vlm.load name
+    generator: str  # a diffusion.load name
+
+    @classmethod
+    def resolve(cls, name: str) -> Preset:
+        if name == "shapes":
+            return cls("shapes", "shapes", "shapes", "shapes")
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise WeightsError(f"preset {name!r} is neither 'shapes' nor a folder")
+        missing = [part for part in ("clip", "vlm", "diffusion") if not (folder / part).is_dir()]
+        if missing:
+            raise WeightsError(f"preset folder {folder} lacks {', '.join(p + '/' for p in missing)}")
+        return cls(str(folder), f"local-dir:{folder / 'clip'}", str(folder / "vlm"), str(folder / "diffusion"))
+
+
+@dataclass
+class Service:
+    """The encoder and whichever of the VLM and generator were asked for, loaded once, on one device."""
+
+    preset: Preset
+    encoder: clip.Encoder
+    captioner: vlm.Captioner | None = None
+    generator: diffusion.UnCLIPGenerator | None = None
+    load_seconds: float = 0.0
+    capabilities: tuple[str, ...] = field(default=CAPABILITIES)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time on the device
+
+    @classmethod
+    def load(
+        cls,
+        preset: str = "shapes",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        capabilities: tuple[str, ...] = CAPABILITIES,
+    ) -> Service:
+        """Load the encoder, then the VLM and the generator on top of that same encoder."""
+        unknown = set(capabilities) - set(CAPABILITIES)
+        if unknown or not capabilities:
+            raise ValueError(f"capabilities must be a non-empty subset of {CAPABILITIES}, got {capabilities}")
+        start = time.perf_counter()
+        spec = Preset.resolve(preset)
+        encoder = clip.load(spec.encoder, device=device, dtype=dtype)
+        captioner = vlm.load(spec.vlm, encoder=encoder) if "caption" in capabilities else None
+        generator = diffusion.load(spec.generator, encoder=encoder) if "generate" in capabilities else None
+        return cls(spec, encoder, captioner, generator, time.perf_counter() - start, tuple(capabilities))
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.dtype
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per loaded part; the encoder is counted once however many parts use it."""
+        counts = {"encoder": _count(self.encoder.model)}
+        if self.captioner is not None:
+            counts["vlm (projector + decoder)"] = _count(self.captioner.vlm)
+        if self.generator is not None:
+            g = self.generator
+            counts["prior"] = _count(g.prior.prior)
+            counts["decoder (unet + vae)"] = _count(g.decoder.unet) + _count(g.decoder.movq)
+        return counts
+
+    def about(self) -> str:
+        """Markdown naming what is loaded, where, and in which precision."""
+        rows = "\n".join(f"| {part} | {n / 1e6:.2f} M |" for part, n in self.parameter_counts().items())
+        memory = ""
+        if self.device.type == "cuda":
+            memory = f"\n\nAccelerator memory in use: {torch.cuda.memory_allocated(self.device) / 2**20:.0f} MiB."
+        return (
+            f"**Preset:** `{self.preset.name}` · **device:** `{self.device}` · "
+            f"**dtype:** `{precision_name(self.dtype)}` · loaded in {self.load_seconds:.1f} s\n\n"
+            f"**Encoder:** `{self.encoder.name}` ({self.encoder.kind}, {self.encoder.image_size} px), "
+            f"shared by every tab.\n\n| part | parameters |\n|---|---|\n{rows}{memory}"
+        )
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def example_scenes(count: int = 4, seed: int = 2026) -> list[tuple[Image.Image, str]]:
+    """World scenes and their canonical captions, drawn fresh (seeded) for the app's example rows."""
+    from weights.world import caption, render, sample_scene
+
+    rng = random.Random(seed)
+    scenes = [sample_scene(rng) for _ in range(count)]
+    return [(render(scene), caption(scene)) for scene in scenes]
+
+
+def example_prompts(count: int = 5, seed: int = 2026) -> list[str]:
+    """World prompts of several GenEval categories, for the Generate tab's examples."""
+    from weights.world import geneval_prompt
+
+    rng = random.Random(seed)
+    categories = ("colors", "attribute_binding", "counting", "position", "background", "two_objects")
+    return [geneval_prompt(categories[i % len(categories)], rng)[0] for i in range(count)]
+
+
+__all__ = ["CAPABILITIES", "Preset", "Service", "example_prompts", "example_scenes"]
