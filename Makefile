@@ -2,8 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 7860
 
-.PHONY: demo test format
+.PHONY: serve demo test format
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -11,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+serve: $(STAMP)  ## the app on the bundled weights: every capability in one Gradio app at http://127.0.0.1:7860
+	HF_HUB_OFFLINE=1 $(VENV)/bin/triptych serve --host $(HOST) --port $(PORT)
 
 demo: $(STAMP)  ## zero-shot classification of the bundled example images against the world's 48 objects
 	HF_HUB_OFFLINE=1 $(VENV)/bin/triptych-classify weights/examples \
