@@ -18,27 +18,29 @@ from clip.errors import InvalidLabelsError, InvalidSettingError  # noqa: E402
 MAX_LABELS = 1000
 
 
-class UploadedImage(gr.Image):
-    """A gr.Image whose uploads go through `clip.load_image`: corrupt, truncated, empty, huge or odd-mode files
-    get a clear error naming the upload (not a temp path), and the function receives an RGB PIL image."""
+def uploaded_image(**kwargs) -> gr.Image:
+    """A stock gr.Image whose uploads go through `clip.load_image`: corrupt, truncated, empty, huge or odd-mode
+    files get a clear error naming the upload (not a temp path), and functions receive an RGB PIL image.
 
-    is_template = True  # rendered by the stock Image front end
+    The check replaces this instance's `preprocess` rather than subclassing: the page finds front-end code by the
+    component's class, and a subclass of Image is not one it knows."""
+    image = gr.Image(type="pil", **kwargs)
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(type="pil", **kwargs)
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is None:
             return None
         name = payload.orig_name or "the uploaded file"
         try:
             if payload.path is None:  # a data: URL; gradio decodes it
-                return load_image(super().preprocess(payload), name=name)
+                return load_image(gr.Image.preprocess(image, payload), name=name)
             return load_image(Path(payload.path).read_bytes(), name=name)
         except InvalidImageError as err:
             raise gr.Error(str(err)) from err
         except Exception as err:  # gradio's own decoding of a data: URL
             raise gr.Error(f"{name}: not a readable image ({type(err).__name__})") from err
+
+    image.preprocess = preprocess
+    return image
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -21,7 +21,11 @@ class UploadedImage(gr.Image):
     """A gr.Image whose uploads go through `clip.load_image`: corrupt, truncated, empty, huge or odd-mode files
     get a clear error naming the upload (not a temp path), and the function receives an RGB PIL image."""
 
-    is_template = True  # rendered by the stock Image front end
+    is_template = True  # rendered by the stock Image front end...
+
+    @classmethod
+    def get_component_class_id(cls) -> str:
+        return gr.Image.get_component_class_id()  # ...which the page finds by this id
 
     def __init__(self, **kwargs) -> None:
         super().__init__(type="pil", **kwargs)
@@ -38,8 +42,11 @@ class UploadedImage(gr.Image):
             raise gr.Error(str(err)) from err
         except Exception as err:  # gradio's own decoding of a data: URL
             raise gr.Error(f"{name}: not a readable image ({type(err).__name__})") from err
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
+
     if TYPE_CHECKING:
         from gradio.components import Timer
         from gradio.components.base import Component

@@ -168,9 +168,8 @@ def test_oversized_upload_is_refused(client: Client, tmp_path) -> None:
         ({"steps": 0}, "less than minimum value 1"),  # the form's own bounds, checked by Gradio
         ({"steps": 1001}, "greater than maximum value 200"),
         ({"steps": 2.5}, "steps must be a whole number"),
-        ({"guidance": float("nan")}, "guidance must be a finite number"),
-        ({"guidance": -1.0}, "less than minimum value 0"),
-        ({"prior_guidance": float("inf")}, "greater than maximum value 20"),
+        ({"guidance": -1.0}, "less than minimum value 0"),  # NaN and inf cannot travel in JSON at all;
+        ({"prior_guidance": 1e308}, "greater than maximum value 20"),  # the Python API's tests cover them
         ({"seed": -1}, "less than minimum value 0"),
         ({"seed": 2**70}, "seed must be an integer"),
         ({"scheduler": "euler"}, "euler"),
@@ -186,8 +185,8 @@ def test_bad_generation_settings(client: Client, change: dict, message: str) -> 
     [
         ("", 1, "empty"),
         ("a red circle " * 2000, 1, "long|limit|tokens"),
-        ("a red circle", 0, "num_images"),
-        ("a red circle", 10_000, "num_images"),
+        ("a red circle", 0, "less than minimum value 1"),
+        ("a red circle", 10_000, "greater than maximum value 8"),
     ],  # fmt: skip
 )
 def test_bad_prompts_and_counts(client: Client, prompt: str, num_images: int, message: str) -> None:
@@ -197,9 +196,9 @@ def test_bad_prompts_and_counts(client: Client, prompt: str, num_images: int, me
 
 def test_bad_labels_and_questions(client: Client, scenes) -> None:
     image = handle_file(str(scenes[0][0]))
-    with pytest.raises(AppError, match="no labels"):
+    with pytest.raises(AppError, match="label list is empty"):
         client.predict(image, " , ,", "world", api_name="/classify")
-    with pytest.raises(AppError, match="templates"):
+    with pytest.raises(AppError, match="'klingon' .* not in the list of choices"):
         client.predict(image, "a, b", "klingon", api_name="/classify")
     with pytest.raises(AppError, match="empty"):
         client.predict(image, "   ", api_name="/ask")

@@ -49,7 +49,7 @@ def page(app_url: str):
 
 
 def _tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name).click()
+    page.get_by_role("tab", name=name).filter(visible=True).first.click()
 
 
 def test_page_names_the_world_and_the_weights(page) -> None:

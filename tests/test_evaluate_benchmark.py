@@ -14,6 +14,8 @@ from apps.evaluate import THRESHOLDS, main
 from apps.zero_shot_tasks import TASKS, task_scenes
 from tests.tiny_models import make_tiny_encoder_dir
 
+GENERATOR_TEST_PROMPTS = 25  # per category: 9 + 2 held-out categories x 25 prompts x 4 images
+
 
 @pytest.fixture(scope="module")
 def tiny_name(tmp_path_factory):
@@ -114,3 +116,15 @@ def test_bundled_vlm_describes_the_examples(captioner):
     assert captioner.ask(paths, "how many objects are there?") == [
         ("one", "two", "three")[len(parse_image(clip.load_image(p)).objects) - 1] for p in paths
     ]
+
+
+@pytest.mark.slow
+def test_bundled_generator_meets_the_bar_on_fresh_prompts(service):
+    """Fresh GenEval-style prompts (a seed training and the README's run never used), 4 images each."""
+    from apps.eval_diffusion import evaluate_generator
+    from apps.evaluate import GENERATOR_THRESHOLDS
+
+    scores = evaluate_generator(service.generator, count=GENERATOR_TEST_PROMPTS, images_per_prompt=4, seed=20261123)
+    for split, bars in GENERATOR_THRESHOLDS.items():
+        for task, bar in bars.items():
+            assert scores[split][task] >= bar, (split, task, scores[split][task])
