@@ -105,3 +105,20 @@ def test_generate_shows_a_gallery(page) -> None:
     data = page.request.get(src).body()
     shown = Image.open(io.BytesIO(data))
     assert shown.size == (64, 64)
+
+
+def test_variations_and_interpolation_tab(page, tmp_path) -> None:
+    path = tmp_path / "variations.png"
+    render(sample_scene(random.Random(13), num_objects=1)).save(path)
+    _tab(page, "Variations & Interpolate")
+    page.locator("#variations-image input[type=file]").set_input_files(str(path))
+    page.locator("#variations-image img").first.wait_for()
+    page.get_by_role("button", name="Variations of the image").click()
+    page.wait_for_function("(n) => document.querySelectorAll('#variations-gallery img').length >= n", arg=4)
+    first = page.locator("#variations-gallery img").first.get_attribute("src")
+    page.get_by_role("button", name="Interpolate").click()
+    page.wait_for_function(  # the gallery is replaced by the blend's images
+        "(old) => { const im = document.querySelector('#variations-gallery img'); return im && im.src !== old; }",
+        arg=first,
+    )
+    page.screenshot(path=str(SHOTS / "variations.png"))
