@@ -146,11 +146,21 @@ def _caption_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> Non
 
 
 # ---------------------------------------------------------------- generate
-def _step_reporter(progress: gr.Progress, total: int, what: str):
-    def report(step: int, timestep: int, latents) -> None:
-        progress((step + 1, total), desc=what, unit="steps")
+def _draw(service: Service, method: str, *args, num_images, progress: gr.Progress, settings: dict, **extra):
+    """One generator call (generate, variations or interpolate) under the model lock, reporting each step."""
 
-    return report
+    def report(step: int, timestep: int, latents) -> None:
+        progress((step + 1, settings["steps"]), desc="denoising", unit="steps")
+
+    with service.lock:
+        return getattr(service.generator, method)(
+            *args,
+            num_images=whole_number(num_images, "number of images"),
+            callback=report,
+            progress=False,
+            **settings,
+            **extra,
+        )
 
 
 def _settings_inputs(service: Service) -> dict[str, gr.components.Component]:
@@ -186,8 +196,6 @@ def _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler) -> 
 
 
 def _generate_tab(service: Service) -> None:
-    generator = service.generator
-
     def generate(
         prompt,
         negative_prompt,
@@ -202,16 +210,16 @@ def _generate_tab(service: Service) -> None:
         progress=gr.Progress(),
     ):
         settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
-        with service.lock:
-            return generator.generate(
-                prompt,
-                negative_prompt=negative_prompt or None,
-                num_images=whole_number(num_images, "number of images"),
-                best_of=whole_number(best_of, "best of"),
-                callback=_step_reporter(progress, settings["steps"], "denoising"),
-                progress=False,
-                **settings,
-            )
+        return _draw(
+            service,
+            "generate",
+            prompt,
+            num_images=num_images,
+            progress=progress,
+            settings=settings,
+            negative_prompt=negative_prompt or None,
+            best_of=whole_number(best_of, "best of"),
+        )
 
     with gr.Tab("Generate"):
         with gr.Row():
@@ -236,21 +244,12 @@ def _generate_tab(service: Service) -> None:
 
 # ---------------------------------------------------------------- variations and interpolation
 def _variations_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> None:
-    generator = service.generator
-
     def variations(
         image, num_images, seed, steps, guidance, prior_steps, prior_guidance, scheduler, progress=gr.Progress()
     ):
         require_image(image)
         settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
-        with service.lock:
-            return generator.variations(
-                image,
-                num_images=whole_number(num_images, "number of images"),
-                callback=_step_reporter(progress, settings["steps"], "denoising"),
-                progress=False,
-                **settings,
-            )
+        return _draw(service, "variations", image, num_images=num_images, progress=progress, settings=settings)
 
     def interpolate(
         prompt_a,
@@ -276,15 +275,9 @@ def _variations_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> 
         if not items:
             raise InvalidTextError("nothing to blend: give at least one prompt or an image")
         settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
-        with service.lock:
-            return generator.interpolate(
-                items,
-                weights,
-                num_images=whole_number(num_images, "number of images"),
-                callback=_step_reporter(progress, settings["steps"], "denoising"),
-                progress=False,
-                **settings,
-            )
+        return _draw(
+            service, "interpolate", items, weights, num_images=num_images, progress=progress, settings=settings
+        )
 
     with gr.Tab("Variations & Interpolate"):
         with gr.Row():
