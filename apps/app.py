@@ -12,8 +12,9 @@ from collections import defaultdict
 
 from PIL import Image
 
-from clip.encoder import check_labels, check_texts
+from clip.encoder import check_texts
 from clip.errors import InvalidTextError
+from diffusion.settings import DECODER_SCHEDULERS
 
 from .batching import MicroBatcher
 from .gradio_parts import gr, parse_labels, require_image, uploaded_image, user_errors, whole_number
@@ -73,7 +74,7 @@ def _classify_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> No
 
     def classify(image: Image.Image, labels: str, templates: str) -> dict[str, float]:
         require_image(image)  # templates: the Radio refuses anything but its choices
-        return batcher((image, check_labels(parse_labels(labels)), templates))
+        return batcher((image, parse_labels(labels), templates))
 
     with gr.Tab("Classify"):
         with gr.Row():
@@ -173,7 +174,7 @@ def _settings_inputs(service: Service) -> dict[str, gr.components.Component]:
         with gr.Row():
             prior_steps = gr.Slider(1, 200, d.prior_steps, step=1, label="Prior steps")
             prior_guidance = gr.Slider(0, 20, d.prior_guidance, step=0.5, label="Prior guidance")
-            scheduler = gr.Dropdown(["ddim", "dpm++", "ddpm"], value=d.scheduler, label="Scheduler")
+            scheduler = gr.Dropdown(list(DECODER_SCHEDULERS), value=d.scheduler, label="Scheduler")
     return dict(
         seed=seed,
         steps=steps,
@@ -269,7 +270,7 @@ def _variations_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> 
     ):
         items, weights = [], []
         for item, weight in ((prompt_a, weight_a), (prompt_b, weight_b), (image, weight_image)):
-            if item is not None and not (isinstance(item, str) and not item.strip()):
+            if item.strip() if isinstance(item, str) else item is not None:  # blank prompts and no image: skipped
                 items.append(item)
                 weights.append(weight)
         if not items:

@@ -43,6 +43,8 @@ def grid(images: list[Image.Image], columns: int) -> Image.Image:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from diffusion.settings import DECODER_SCHEDULERS
+
     parser = argparse.ArgumentParser(
         prog="triptych-generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, help="decoder guidance (default: the model's)")
     parser.add_argument("--prior-steps", type=int)
     parser.add_argument("--prior-guidance", type=float)
-    parser.add_argument("--scheduler", choices=("ddim", "dpm++", "ddpm"))
+    parser.add_argument("--scheduler", choices=DECODER_SCHEDULERS)
     parser.add_argument("--best-of", type=int, help="draw N per image, keep the one closest to the prompt")
     parser.add_argument("--out", default="generated", help="folder for the images")
     parser.add_argument("--grid", help="also write all images as one grid PNG here")

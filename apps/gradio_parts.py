@@ -13,6 +13,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, bef
 import gradio as gr  # noqa: E402
 
 from clip import InvalidImageError, TriptychError, load_image  # noqa: E402
+from clip.encoder import check_labels  # noqa: E402
 from clip.errors import InvalidLabelsError, InvalidSettingError  # noqa: E402
 
 MAX_LABELS = 1000
@@ -81,12 +82,12 @@ def whole_number(value: object, name: str) -> int:
     return int(value)
 
 
-def parse_labels(text: str | None) -> list[str]:
-    """Labels typed one per line or separated by commas; blanks dropped."""
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidLabelsError("no labels given: type at least two, separated by commas or new lines")
+def parse_labels(text: str | None) -> tuple[str, ...]:
+    """Checked labels (clip's check_labels) typed one per line or separated by commas; blanks dropped."""
+    if not isinstance(text, str):
+        raise InvalidLabelsError(f"labels must be text, got {type(text).__name__}")
     separator = "\n" if "\n" in text.strip() else ","
-    labels = [label.strip() for label in text.split(separator) if label.strip()]
+    labels = [label for label in text.split(separator) if label.strip()]
     if len(labels) > MAX_LABELS:
         raise InvalidLabelsError(f"{len(labels)} labels given; the limit is {MAX_LABELS}")
-    return labels
+    return check_labels(labels)

@@ -8,6 +8,7 @@ triptych-benchmark load --url http://127.0.0.1:7860/          (an app already ru
 from __future__ import annotations
 
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -104,8 +105,6 @@ def _good_client(url: str, index: int, images: list[Path], deadline: float, repo
 
 
 def _bad_client(url: str, folder: Path, deadline: float, report: LoadReport, lock) -> None:
-    import re
-
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)

@@ -55,7 +55,6 @@ class Service:
     captioner: vlm.Captioner | None = None
     generator: diffusion.UnCLIPGenerator | None = None
     load_seconds: float = 0.0
-    capabilities: tuple[str, ...] = field(default=CAPABILITIES)
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time on the device
 
     @classmethod
@@ -75,7 +74,7 @@ class Service:
         encoder = clip.load(spec.encoder, device=device, dtype=dtype)
         captioner = vlm.load(spec.vlm, encoder=encoder) if "caption" in capabilities else None
         generator = diffusion.load(spec.generator, encoder=encoder) if "generate" in capabilities else None
-        return cls(spec, encoder, captioner, generator, time.perf_counter() - start, tuple(capabilities))
+        return cls(spec, encoder, captioner, generator, time.perf_counter() - start)
 
     @property
     def device(self) -> torch.device:

@@ -9,6 +9,8 @@ from clip.errors import InvalidSettingError
 
 from .schedulers import SCHEDULERS
 
+DECODER_SCHEDULERS: tuple[str, ...] = tuple(name for name in SCHEDULERS if name != "unclip")  # unclip: prior only
+
 MAX_STEPS = 1000  # the schedules are trained on 1000 timesteps
 MAX_IMAGES = 16  # per prompt and call: more belongs in a loop, not one batch
 MAX_GUIDANCE = 100.0
@@ -57,8 +59,10 @@ class GenerationSettings:
                 raise InvalidSettingError(f"{name} must be a finite number in [{low}, {high}], got {value!r}")
         if not is_real(self.strength) or not 0.0 <= self.strength <= 1.0:
             raise InvalidSettingError(f"strength must be in [0, 1], got {self.strength!r}")
-        if self.scheduler not in SCHEDULERS or self.scheduler == "unclip":
-            raise InvalidSettingError(f"scheduler must be one of ddim, dpm++, ddpm; got {self.scheduler!r}")
+        if self.scheduler not in DECODER_SCHEDULERS:
+            raise InvalidSettingError(
+                f"scheduler must be one of {', '.join(DECODER_SCHEDULERS)}; got {self.scheduler!r}"
+            )
         return self
 
 
