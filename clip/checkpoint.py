@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import WeightsError
+
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
@@ -58,6 +60,17 @@ def load_checkpoint(
         per_param.setdefault(int(idx), {})[name] = val
     optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
     return meta["state"]
+
+
+def read_safetensors(folder: Path, stem: str = "model") -> dict[str, torch.Tensor]:
+    """Every tensor of `<stem>.safetensors` or its shards `<stem>-*.safetensors` (pickles are never read)."""
+    files = sorted(Path(folder).glob(f"{stem}*.safetensors"))
+    if not files:
+        raise WeightsError(f"no {stem}*.safetensors in {folder} (pickled checkpoints are not loaded)")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
 
 
 def training_record(recipe: dict, state: dict, device: torch.device | str, **extra) -> dict:

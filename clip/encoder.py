@@ -25,7 +25,7 @@ LABEL_CACHE_SIZE = 64
 class TextStates:
     """Text encoded for conditioning: pooled embedding and per-token final-layer states."""
 
-    embeds: torch.Tensor  # (N, D) projected, not normalised (as the Kandinsky prior is conditioned)
+    embeds: torch.Tensor  # (N, D) projected; not normalised unless asked (Kandinsky's prior reads them raw)
     states: torch.Tensor  # (N, L, width) final-norm token states
     mask: torch.Tensor  # (N, L) True for real tokens (not padding)
 
@@ -178,12 +178,18 @@ class Encoder:
         return torch.cat(out).float()
 
     @torch.inference_mode()
-    def text_states(self, texts: str | Iterable[str], allow_empty: bool = False) -> TextStates:
-        """Projected (unnormalised) embeddings plus final-layer token states and their padding mask: the prior's
-        conditioning. `allow_empty` admits "" (the unconditional prompt of classifier-free guidance)."""
-        tokens = self.tokenizer(check_texts(texts, allow_empty=allow_empty)).to(self.device)
-        out = self.model.forward_intermediates(text=tokens, text_indices=[-1], normalize_intermediates=True)
-        return TextStates(out["text_features"], out["text_intermediates"][0], tokens != self.pad_id)
+    def text_states(self, texts: str | Iterable[str], allow_empty: bool = False, normalize: bool = False) -> TextStates:
+        """Projected embeddings (unnormalised, as Kandinsky's prior reads them, unless `normalize`) plus
+        final-layer token states and their padding mask: the prior's conditioning. `allow_empty` admits ""
+        (the unconditional prompt of classifier-free guidance)."""
+        texts = check_texts(texts, allow_empty=allow_empty)
+        tokens = self.tokenizer(texts).to(self.device)
+        out = self.model.forward_intermediates(
+            text=tokens, text_indices=[-1], normalize_intermediates=True, normalize=normalize
+        )
+        masker = getattr(self.tokenizer, "attention_mask", None)  # HF tokenizers may pad with the end token
+        mask = masker(texts).to(self.device) if masker else tokens != self.pad_id
+        return TextStates(out["text_features"], out["text_intermediates"][0], mask)
 
     @torch.inference_mode()
     def zero_image_embed(self) -> torch.Tensor:

@@ -16,6 +16,7 @@ from weights import (
 from .devices import precision_name, resolve_device, resolve_dtype
 from .encoder import Encoder
 from .errors import WeightsError
+from .hf_bridge import find_hf_clip, load_hf_clip
 
 BUNDLED = {"shapes": SHAPES_DIR / "clip"}
 CHECKPOINT = "open_clip_model.safetensors"
@@ -65,6 +66,12 @@ def load(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     model_name, tag, folder = resolve(name, pretrained)
+    hf_layout = find_hf_clip(folder) if folder is not None and folder.is_dir() else None
+    if hf_layout is not None:  # transformers' CLIP (e.g. Kandinsky 2.2's prior repository): converted on load
+        if (folder / manifest.MANIFEST).is_file():
+            manifest.verify_manifest(folder)
+        model, preprocess, tokenizer = load_hf_clip(hf_layout)
+        return Encoder(model.to(dev, dt), preprocess, tokenizer, name=name, device=dev, dtype=dt)
     if folder is not None:
         check_local_dir(folder)
     elif model_name not in open_clip.list_models() and not model_name.startswith("hf-hub:"):

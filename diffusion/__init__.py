@@ -2,6 +2,7 @@
 img2img) — a diffusion prior and a latent-diffusion decoder on the shared encoder."""
 
 from .decoder import DecoderStage
+from .kandinsky import load_kandinsky
 from .pipeline import UnCLIPGenerator, load
 from .prior import PriorStage
 from .schedulers import SCHEDULERS, make_scheduler
@@ -14,5 +15,6 @@ __all__ = [
     "PriorStage",
     "UnCLIPGenerator",
     "load",
+    "load_kandinsky",
     "make_scheduler",
 ]

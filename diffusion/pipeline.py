@@ -65,9 +65,14 @@ class UnCLIPGenerator:
         *,
         callback: StepCallback | None = None,
         progress: bool = True,
+        output_type: str = "pil",
         **settings,
-    ) -> list[Image.Image]:
-        """`num_images` images per prompt, prompt-major. Other settings: see GenerationSettings."""
+    ) -> list[Image.Image] | torch.Tensor:
+        """`num_images` images per prompt, prompt-major: PIL images, or with output_type="pt" the (N, 3, H, W)
+        float pixels in [0, 1] before 8-bit rounding (as diffusers' output_type). Other settings: see
+        GenerationSettings."""
+        if output_type not in ("pil", "pt"):
+            raise InvalidSettingError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
         s = self.defaults.updated(seed=seed, steps=steps, guidance=guidance, num_images=num_images, **settings)
         prompts = check_texts(prompts, "prompt")
         negatives = self._negatives(negative_prompt, len(prompts))
@@ -78,7 +83,8 @@ class UnCLIPGenerator:
         def target() -> torch.Tensor:  # (N, D): each image's prompt, for best-of-N
             return self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)
 
-        return self._decode(embeds, negative, s, generator, target, callback=callback, progress=progress)
+        pixels = self._decode(embeds, negative, s, generator, target, callback, progress, as_pixels=True)
+        return pixels if output_type == "pt" else _to_pil(pixels)
 
     def variations(
         self,
@@ -220,9 +226,11 @@ class UnCLIPGenerator:
         callback: StepCallback | None = None,
         progress: bool = True,
         init_latents: torch.Tensor | None = None,
-    ) -> list[Image.Image]:
+        as_pixels: bool = False,
+    ) -> list[Image.Image] | torch.Tensor:
         """Denoise and decode every embedding; with best_of > 1 keep, per group of best_of draws, the image the
-        encoder finds closest to its row of `target()` ((N, D) normalised embeddings, computed only then)."""
+        encoder finds closest to its row of `target()` ((N, D) normalised embeddings, computed only then).
+        PIL images, or (N, 3, H, W) pixels in [0, 1] with `as_pixels`."""
         if scheduler_name(self.decoder.scheduler) != s.scheduler:
             self.decoder.scheduler = make_scheduler(s.scheduler, self._decoder_scheduler_config)
         latents = self.decoder(
@@ -238,13 +246,14 @@ class UnCLIPGenerator:
             callback=callback,
             progress=progress,
         )
-        images = _to_pil(self.decoder.decode(latents))
-        if s.best_of == 1 or target is None:
-            return images
-        wanted = target().float().repeat_interleave(s.best_of, dim=0)  # (N * best_of, D)
-        scores = (self.encoder.encode_image(images) * wanted).sum(dim=-1)
-        best = scores.view(-1, s.best_of).argmax(dim=1) + torch.arange(len(images) // s.best_of) * s.best_of
-        return [images[i] for i in best.tolist()]
+        pixels = self.decoder.decode(latents)  # (N * best_of, 3, H, W) in [0, 1]
+        images = _to_pil(pixels)
+        if s.best_of > 1 and target is not None:
+            wanted = target().float().repeat_interleave(s.best_of, dim=0)  # (N * best_of, D)
+            scores = (self.encoder.encode_image(images) * wanted).sum(dim=-1)
+            best = scores.view(-1, s.best_of).argmax(dim=1) + torch.arange(len(images) // s.best_of) * s.best_of
+            pixels, images = pixels[best], [images[i] for i in best.tolist()]
+        return pixels if as_pixels else images
 
     def _negatives(self, negative_prompt: str | Sequence[str] | None, n: int) -> list[str] | None:
         if negative_prompt is None:
@@ -288,12 +297,27 @@ def load(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> UnCLIPGenerator:
-    """Load a generator folder ("shapes" or a path: generator.json, prior/, prior_scheduler/, unet/, movq/,
-    scheduler/) onto an encoder. Pass the encoder already in use to share it; otherwise the one named in
-    generator.json is loaded. Defaults: CUDA + fp16 when available, else CPU + fp32."""
+    """Load a generator onto an encoder: "shapes", a generator folder (generator.json, prior/, prior_scheduler/,
+    unet/, movq/, scheduler/), a preset name ("kandinsky-2.2"), or a folder holding Kandinsky's prior and decoder
+    repositories. Pass the encoder already in use to share it; otherwise the generator's own is loaded.
+    Defaults: CUDA + fp16 when available, else CPU + fp32."""
+    from weights import presets
+
+    from .kandinsky import find_pair, load_kandinsky
+
+    if name in presets.PRESETS:
+        folders = presets.fetch(name)
+        if "prior" not in folders:
+            raise WeightsError(f"preset {name!r} has no generator")
+        return load_kandinsky(folders["prior"], folders["decoder"], encoder, device, dtype, name)
     folder = Path(BUNDLED.get(name, Path(name).expanduser()))
+    pair = find_pair(folder) if not (folder / CONFIG).is_file() else None
+    if pair is not None:
+        return load_kandinsky(*pair, encoder, device, dtype, name)
     if not (folder / CONFIG).is_file():
-        raise WeightsError(f"{folder / CONFIG} is missing: not a generator folder")
+        raise WeightsError(
+            f"{folder / CONFIG} is missing: not a generator folder (nor one holding Kandinsky's prior and decoder)"
+        )
     if (folder / MANIFEST).is_file():
         verify_manifest(folder)
     config = json.loads((folder / CONFIG).read_text())
@@ -302,7 +326,7 @@ def load(
     dev = encoder.device if device is None else resolve_device(device)
     dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
     try:
-        prior = PriorStage.from_pretrained(folder, encoder)
+        prior = PriorStage.from_pretrained(folder, encoder, normalize_text=config.get("prior_normalize_text", False))
         decoder = DecoderStage.from_pretrained(folder, dev, dt)
     except (OSError, ValueError) as err:  # diffusers: missing files, or no safetensors where we demand them
         raise WeightsError(f"cannot load the generator in {folder} (safetensors weights only): {err}") from err

@@ -22,22 +22,31 @@ from clip import Encoder
 class PriorStage:
     """A PriorTransformer with its scheduler, conditioned by the shared encoder's text side."""
 
-    def __init__(self, prior: PriorTransformer, scheduler: SchedulerMixin, encoder: Encoder) -> None:
+    def __init__(
+        self, prior: PriorTransformer, scheduler: SchedulerMixin, encoder: Encoder, normalize_text: bool = False
+    ) -> None:
+        """`normalize_text`: condition on unit-length text embeddings (the bundled shapes prior was trained so)
+        rather than the raw projected ones (Kandinsky 2.2)."""
         self.prior, self.scheduler, self.encoder = prior.eval(), scheduler, encoder
+        self.normalize_text = normalize_text
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | Path, encoder: Encoder, scheduler_folder: str = "prior_scheduler"
+        cls,
+        folder: str | Path,
+        encoder: Encoder,
+        scheduler_folder: str = "prior_scheduler",
+        normalize_text: bool = False,
     ) -> PriorStage:
         """`<folder>/prior` (PriorTransformer, safetensors only) and `<folder>/<scheduler_folder>`."""
         folder = Path(folder)
         prior = PriorTransformer.from_pretrained(folder / "prior", use_safetensors=True, torch_dtype=encoder.dtype)
         scheduler = UnCLIPScheduler.from_pretrained(folder / scheduler_folder)
-        return cls(prior.to(encoder.device), scheduler, encoder)
+        return cls(prior.to(encoder.device), scheduler, encoder, normalize_text)
 
     def conditions(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, D) text embeddings, (N, L, width) token states, (N, L) mask, in the prior's dtype."""
-        states = self.encoder.text_states(texts, allow_empty=True)
+        states = self.encoder.text_states(texts, allow_empty=True, normalize=self.normalize_text)
         dtype = self.prior.dtype
         return states.embeds.to(dtype), states.states.to(dtype), states.mask
 

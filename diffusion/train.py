@@ -165,13 +165,15 @@ def train_prior(run: Run, stop_after: int | None = None):
     prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
     prior.clip_mean.requires_grad_(False)
     prior.clip_std.requires_grad_(False)
+    normalize_text = cfg.get("normalize_text", False)  # unit-length text embeddings in, or raw (Kandinsky)
     fixed_images, fixed_prompts = WorldImages(run.recipe["seed"] + 4, 64, "prior-samples", side=run.side)(0)
 
     def loss_of(model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> torch.Tensor:
         images, prompts = batch
         drop = torch.rand(len(prompts), generator=gen) < cfg["cond_drop"]
         prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
-        text = enc.text_states(prompts, allow_empty=True)  # inference tensors: cloned before autograd sees them
+        # inference tensors: cloned before autograd sees them
+        text = enc.text_states(prompts, allow_empty=True, normalize=normalize_text)
         embeds, states = text.embeds.clone(), text.states.clone()
         target = (enc.encode_image(images, normalize=False).clone() - prior.clip_mean) / prior.clip_std  # (B, D)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=gen).to(run.device)
@@ -182,7 +184,7 @@ def train_prior(run: Run, stop_after: int | None = None):
         return F.mse_loss(pred, target)
 
     def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
-        stage = PriorStage(model, UnCLIPScheduler(**cfg["scheduler"]), enc)
+        stage = PriorStage(model, UnCLIPScheduler(**cfg["scheduler"]), enc, normalize_text)
         drawn, _ = stage(
             fixed_prompts, steps=cfg.get("sample_steps", 25), generator=torch.Generator().manual_seed(0), progress=False
         )
@@ -312,7 +314,12 @@ def export(finished: Path, out: Path, recipe: dict, info: dict) -> None:
         (out / folder).mkdir(exist_ok=True)
         config = json.loads((finished / folder / "scheduler_config.json").read_text())
         (out / folder / "scheduler_config.json").write_text(json.dumps(config, indent=1) + "\n")
-    config = {"encoder": recipe["encoder"], "image_size": recipe["image_size"], "defaults": recipe["defaults"]}
+    config = {
+        "encoder": recipe["encoder"],
+        "image_size": recipe["image_size"],
+        "prior_normalize_text": recipe["prior"].get("normalize_text", False),
+        "defaults": recipe["defaults"],
+    }
     (out / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     write_manifest(out)

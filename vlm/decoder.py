@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
+from clip.checkpoint import read_safetensors
 from clip.errors import WeightsError
 
 from .config import DecoderConfig
@@ -249,12 +250,7 @@ class Decoder(nn.Module):
         """Load a Llama-family folder: config.json + model.safetensors (or sharded model-*.safetensors)."""
         folder = Path(folder)
         cfg = DecoderConfig.load(folder)
-        files = sorted(folder.glob("model*.safetensors"))
-        if not files:
-            raise WeightsError(f"no model*.safetensors in {folder} (pickled checkpoints are not loaded)")
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(load_file(str(f)))
+        state = read_safetensors(folder, "model")
         model = cls(cfg)
         if cfg.tie_word_embeddings:
             state.pop("lm_head.weight", None)
