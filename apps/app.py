@@ -28,17 +28,26 @@ MAX_UPLOAD = "10mb"
 TOP_LABELS = 10
 TEMPLATE_CHOICES = ("world", "imagenet", "none")
 
-NOTICE = """**These bundled models know only the shapes world**: 64×64 pictures of 1–3 flat shapes (circle, square,
-triangle, diamond, cross, star) in 8 colours on a white or black 3×3 grid. Photos and free text are outside what
-they learned. For real images, start the app on real weights: `triptych serve --preset /path/to/preset` (a folder
-with `clip/`, `vlm/` and `diffusion/`), as the README's *Use real weights* section shows."""
+SHAPES_NOTICE = """**These bundled models know only the shapes world**: 64×64 pictures of 1–3 flat shapes (circle,
+square, triangle, diamond, cross, star) in 8 colours on a white or black 3×3 grid. Photos and free text are outside
+what they learned. For real images, start the app on real weights, e.g. `triptych download kandinsky-2.2 --to k22`
+then `triptych serve --preset k22` (`triptych presets` lists them), as the README's *Use real weights* shows."""
+
+
+def notice(service: Service) -> str:
+    """What the page says about the loaded models."""
+    if service.preset.name == "shapes":
+        return SHAPES_NOTICE
+    parts = ["classification"] + ["captions and answers"] * (service.captioner is not None)
+    parts += ["text-to-image, variations and interpolation"] * (service.generator is not None)
+    return f"**Preset `{service.preset.name}`**: {', '.join(parts)}. The examples are shapes-world pictures."
 
 
 def build_app(service: Service) -> gr.Blocks:
     """The Blocks app over a loaded Service; tabs for the capabilities the service has."""
     with gr.Blocks(title="triptych") as app:
         gr.Markdown("# triptych — one encoder, three jobs")
-        gr.Markdown(NOTICE)
+        gr.Markdown(notice(service))
         scenes = example_scenes()
         _classify_tab(service, scenes)
         if service.captioner is not None:
@@ -48,7 +57,7 @@ def build_app(service: Service) -> gr.Blocks:
             _variations_tab(service, scenes)
         with gr.Tab("About"):
             gr.Markdown(service.about(), elem_id="about")
-            gr.Markdown(NOTICE)
+            gr.Markdown(notice(service))
     return app
 
 
@@ -330,7 +339,12 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, blo
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="shapes", help="'shapes' (bundled) or a folder with clip/ vlm/ diffusion/")
+    parser.add_argument(
+        "--preset",
+        default="shapes",
+        help="'shapes' (bundled), a preset name (triptych presets), a folder `triptych download --to` wrote, "
+        "or a folder with clip/ and any of vlm/ diffusion/",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument("--dtype", help="fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")

@@ -7,6 +7,7 @@ triptych ask IMAGES --question "..."               answers                    (=
 triptych generate PROMPTS                          text-to-image              (= triptych-generate)
 triptych variations IMAGE                          unCLIP variations          (= triptych-generate --variations)
 triptych interpolate ITEMS --weights ...           blends                     (= triptych-generate --interpolate)
+triptych presets | download PRESET [--to DIR]     real weights: list them, fetch one
 triptych evaluate | benchmark ...                  scores and speed tables
 """
 
@@ -16,11 +17,15 @@ import sys
 from collections.abc import Callable
 
 
+def _module(name: str):
+    import importlib
+
+    return importlib.import_module(f"apps.{name}")
+
+
 def _run(module: str, prefix: tuple[str, ...] = ()) -> Callable[[list[str]], int]:
     def run(argv: list[str]) -> int:
-        import importlib
-
-        return importlib.import_module(f"apps.{module}").main([*prefix, *argv])
+        return _module(module).main([*prefix, *argv])
 
     return run
 
@@ -39,6 +44,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "generate": (_run("generate"), "text-to-image"),
     "variations": (_run("generate", ("--variations",)), "unCLIP variations of an image"),
     "interpolate": (_run("generate", ("--interpolate",)), "blend prompts and images (--weights)"),
+    "presets": (lambda argv: _module("presets_cli").list_main(argv), "list the named presets of real weights"),
+    "download": (lambda argv: _module("presets_cli").download_main(argv), "fetch a preset's weights"),
     "evaluate": (_run("evaluate"), "scores on the shapes world"),
     "benchmark": (_run("benchmark"), "speed and memory tables against the peers"),
 }

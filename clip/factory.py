@@ -10,7 +10,8 @@ import torch
 
 from weights import (
     SHAPES_DIR,
-    manifest,  # the module, read at call time (weights.manifest imports clip.errors)
+    manifest,  # the modules, read at call time (they import clip.errors)
+    presets,
 )
 
 from .devices import precision_name, resolve_device, resolve_dtype
@@ -27,6 +28,9 @@ def resolve(name: str, pretrained: str | None = None) -> tuple[str, str | None, 
     """(open_clip model name, pretrained tag, local folder) for any name `load` accepts."""
     if name in BUNDLED:
         return f"local-dir:{BUNDLED[name]}", None, BUNDLED[name]
+    if name in presets.PRESETS:  # fetched (or found in the hub cache), then loaded from its folder
+        folder = presets.encoder_folder(presets.fetch(name))
+        return f"local-dir:{folder}", None, folder
     if name.startswith("local-dir:"):
         return name, None, Path(name[len("local-dir:") :]).expanduser()
     if name.startswith("hf-hub:"):
@@ -59,9 +63,11 @@ def load(
 ) -> Encoder:
     """Load an encoder.
 
-    name: "shapes" (bundled), an open_clip architecture with an optional tag ("ViT-B-32:laion2b_s34b_b79k" or
-    pretrained="..."), "local-dir:/path" (open_clip_config.json + open_clip_model.safetensors), a folder path, or
-    "hf-hub:org/repo". Defaults: CUDA + fp16 when available, else CPU + fp32.
+    name: "shapes" (bundled); a preset name (weights.presets, e.g. "clip-vit-b-32"); an open_clip
+    architecture with an optional tag ("ViT-B-32:laion2b_s34b_b79k" or pretrained="..."); "local-dir:/path" or a
+    folder path (open_clip_config.json + open_clip_model.safetensors, a transformers CLIPModel folder, or
+    Kandinsky's text_encoder/ + image_encoder/ + tokenizer/); or "hf-hub:org/repo".
+    Defaults: CUDA + fp16 when available, else CPU + fp32.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)

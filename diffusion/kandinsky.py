@@ -23,9 +23,10 @@ DEFAULTS = GenerationSettings(steps=50, guidance=4.0, prior_steps=25, prior_guid
 
 def is_prior_repo(folder: Path) -> bool:
     """prior/, scheduler/ and the text_encoder/ it was trained on (our own generator folders have none)."""
-    return all((folder / part / "config.json").is_file() for part in ("prior", "text_encoder")) and (
-        folder / "scheduler"
-    ).is_dir()
+    return (
+        all((folder / part / "config.json").is_file() for part in ("prior", "text_encoder"))
+        and (folder / "scheduler").is_dir()
+    )
 
 
 def is_decoder_repo(folder: Path) -> bool:

@@ -104,7 +104,7 @@ def load(
     if (Path(folder) / MANIFEST).is_file():
         verify_manifest(folder)
     model = VLM.from_pretrained(folder)
-    codec = TextCodec.load(folder)
+    codec = TextCodec.load(folder, **model.config.special_tokens)
     if encoder is None:
         encoder = clip.load(model.config.encoder, device=device, dtype=dtype)
     dev = encoder.device if device is None else resolve_device(device)

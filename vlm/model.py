@@ -30,6 +30,7 @@ class VLMConfig:
     encoder: str = "shapes"
     caption_prompt: str = CAPTION_PROMPT
     sep: str = SEP
+    special_tokens: dict[str, str] = field(default_factory=dict)  # bos/eos/pad names when not the world's
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 

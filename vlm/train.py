@@ -3,6 +3,8 @@ the encoder frozen by default, per-module learning rates, seeded, resumable, saf
 
     python -m vlm.train --recipe weights/recipes/shapes_vlm.json --out weights/shapes/vlm
     python -m vlm.train --recipe my_recipe.json --data captions_folder/   # bring your own data
+    python -m vlm.train --recipe weights/recipes/llava_smollm2.json --data captions_folder/ --out my_vlm
+        # LLaVA on real weights: open_clip ViT-B-32 + SmolLM2-135M-Instruct (--encoder/--decoder take folders)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import clip
 from clip.checkpoint import load_checkpoint, save_checkpoint, training_record
 from clip.datasets import FileSamples, read_samples
 from clip.train import lr_at
+from weights import presets
 from weights.manifest import write_manifest
 from weights.world.dataset import StepBatches
 
@@ -30,21 +33,29 @@ from .config import DecoderConfig
 from .data import WorldSamples
 from .decoder import Decoder
 from .model import VLM, VLMConfig
-from .tokenizer import CAPTION_PROMPT, TextCodec, build_world_tokenizer
+from .tokenizer import TextCodec, build_world_tokenizer
 
 MODULES = ("projector", "decoder")
 
 
 def build(recipe: dict, encoder: clip.Encoder) -> tuple[VLM, TextCodec]:
     """A fresh VLM (or one on a pretrained Llama-family decoder folder) and its tokenizer."""
+    special = recipe.get("special_tokens", {})
     if recipe.get("decoder_path"):
-        decoder = Decoder.from_pretrained(recipe["decoder_path"])
-        codec = TextCodec.load(recipe["decoder_path"], **recipe.get("special_tokens", {}))
+        path = recipe["decoder_path"]
+        if path in presets.PRESETS:  # a preset's language model, fetched (or found in the hub cache)
+            path = presets.fetch(path)["language_model"]
+        decoder = Decoder.from_pretrained(path)
+        codec = TextCodec.load(path, **special)
     else:
         codec = TextCodec(build_world_tokenizer())
         decoder = Decoder(DecoderConfig(**{**recipe["decoder"], "vocab_size": codec.vocab_size}))
     cfg = VLMConfig(
-        vision_width=encoder.vision_width, encoder=recipe["encoder"], decoder=decoder.config, **recipe.get("vlm", {})
+        vision_width=encoder.vision_width,
+        encoder=recipe["encoder"],
+        decoder=decoder.config,
+        special_tokens=special,
+        **recipe.get("vlm", {}),
     )
     return VLM(cfg, decoder), codec
 
@@ -106,10 +117,11 @@ def train(
             state = saved
             vlm.load_state_dict(load_file(str(ckpt / "model.safetensors")))
         accelerator.print(f"resumed from {ckpt} at step {state['step']}")
+    caption_prompt = vlm.config.caption_prompt
     vlm, optimizer = accelerator.prepare(vlm, optimizer)
     batch_size, seed = recipe["batch_size"], recipe["seed"]
     make = (
-        FileSamples(read_samples(data, CAPTION_PROMPT), seed, batch_size)
+        FileSamples(read_samples(data, caption_prompt), seed, batch_size)
         if data
         else WorldSamples(
             seed,
@@ -177,11 +189,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="weights/shapes/vlm")
     parser.add_argument("--workdir", default="runs/vlm")
     parser.add_argument("--data", help="a folder of images with .txt captions, or a JSONL of {image, prompt, answer}")
+    parser.add_argument("--encoder", help="override the recipe's encoder (a clip.load name, preset or folder)")
+    parser.add_argument("--decoder", help="override the recipe's decoder: a Llama-family folder or preset name")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--stop-after", type=int)
     args = parser.parse_args(argv)
     recipe = json.loads(Path(args.recipe).read_text())
+    if args.encoder:
+        recipe["encoder"] = args.encoder
+    if args.decoder:
+        recipe["decoder_path"] = args.decoder
     if any(s["steps"] <= 0 for s in recipe["stages"]) or recipe["batch_size"] <= 0:
         parser.error("every stage needs positive steps, and batch_size must be positive")
     train(

@@ -139,8 +139,9 @@ def local_folders(preset: Preset, root: Path) -> dict[str, Path]:
 
 
 def find_local(root: Path) -> Preset | None:
-    """The preset whose repositories are all subfolders of `root`, if any."""
-    for preset in PRESETS.values():
+    """The preset whose repositories are all subfolders of `root` (the largest such, as presets share
+    repositories), if any."""
+    for preset in sorted(PRESETS.values(), key=lambda p: -len(p.repos)):
         if all((root / repo.folder_name).is_dir() for repo in preset.repos):
             return preset
     return None
@@ -171,14 +172,20 @@ def fetch(name: str, to: Path | None = None, cache_dir: Path | None = None) -> d
             )
         except LocalEntryNotFoundError as err:
             raise WeightsError(
-                f"preset {name!r} needs {repo.repo_id}, which is not in the hub cache, and the hub is offline "
-                f"(HF_HUB_OFFLINE=1); download it where there is network (`triptych download {name} --to DIR`) "
-                f"and pass the folder instead"
+                f"preset {name!r} needs {repo.repo_id}, which is not in the hub cache, and the hub "
+                f"{'is off (HF_HUB_OFFLINE=1)' if offline() else 'cannot be reached'}; download it where there "
+                f"is network (`triptych download {name} --to DIR`) and pass the folder instead"
             ) from err
         except (HfHubHTTPError, OSError) as err:
             raise WeightsError(f"could not download {repo.repo_id} for preset {name!r}: {err}") from err
         folders[repo.role] = _checked(preset, repo, Path(path))
     return folders
+
+
+def encoder_folder(folders: dict[str, Path]) -> Path:
+    """The encoder of a fetched preset: its open_clip repository, else the CLIP that Kandinsky's prior
+    repository ships."""
+    return folders.get("encoder", folders.get("prior"))
 
 
 def table() -> str:
