@@ -347,6 +347,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     parser.add_argument("--dtype", help="fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    parser.add_argument(
+        "--offload", action="store_true", help="keep models on the CPU, each on the GPU only while it runs"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=7860)
 
@@ -355,8 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="triptych serve", description="Serve every capability in one Gradio app.")
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
-    service = Service.load(args.preset, device=args.device, dtype=args.dtype)
+    service = Service.load(args.preset, device=args.device, dtype=args.dtype, offload=args.offload)
     print(f"triptych: loaded {args.preset} on {service.device} in {service.load_seconds:.1f} s", flush=True)
+    for name, place in service.encoder.placement.where().items():
+        print(f"  {name}: {place}", flush=True)
     launch(build_app(service), host=args.host, port=args.port)
     return 0
 

@@ -66,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best-of", type=int, help="draw N per image, keep the one closest to the prompt")
     parser.add_argument("--out", default="generated", help="folder for the images")
     parser.add_argument("--grid", help="also write all images as one grid PNG here")
-    parser.add_argument("--model", default="shapes", help="generator folder or 'shapes'")
+    parser.add_argument(
+        "--model", default="shapes", help="'shapes', a preset (kandinsky-2.2), a generator or preset folder"
+    )
     parser.add_argument("--encoder", help="encoder (default: the one the generator was trained with)")
     parser.add_argument("--device")
     parser.add_argument("--dtype")
+    parser.add_argument("--offload", action="store_true", help="models on the CPU, each on the GPU while it runs")
     args = parser.parse_args(argv)
 
     def fail(message: str) -> int:
@@ -99,8 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: v for k, v in settings.items() if v is not None}
     common = {"seed": args.seed, "num_images": args.num_images, **settings}
     try:
-        encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
-        gen = diffusion.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype)
+        encoder = (
+            clip.load(args.encoder, device=args.device, dtype=args.dtype, offload=args.offload)
+            if args.encoder
+            else None
+        )
+        gen = diffusion.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype, offload=args.offload)
+        for part, place in gen.encoder.placement.where().items():
+            print(f"{part}: {place}", file=sys.stderr)
         if args.variations:
             images, names = gen.variations(args.variations, **common), [Path(args.variations).stem]
         elif args.interpolate:

@@ -91,14 +91,16 @@ class Service:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         capabilities: tuple[str, ...] = CAPABILITIES,
+        offload: bool = False,
     ) -> Service:
-        """Load the encoder, then the VLM and the generator on top of that same encoder."""
+        """Load the encoder, then the VLM and the generator on top of that same encoder. `offload` keeps every
+        model on the CPU and moves only the one running to the device (for GPUs too small for the preset)."""
         unknown = set(capabilities) - set(CAPABILITIES)
         if unknown or not capabilities:
             raise ValueError(f"capabilities must be a non-empty subset of {CAPABILITIES}, got {capabilities}")
         start = time.perf_counter()
         spec = Preset.resolve(preset)
-        encoder = clip.load(spec.encoder, device=device, dtype=dtype)
+        encoder = clip.load(spec.encoder, device=device, dtype=dtype, offload=offload)
         captioner = vlm.load(spec.vlm, encoder=encoder) if spec.vlm and "caption" in capabilities else None
         generator = spec.load_generator(encoder) if spec.generator and "generate" in capabilities else None
         return cls(spec, encoder, captioner, generator, time.perf_counter() - start)
@@ -125,6 +127,7 @@ class Service:
     def about(self) -> str:
         """Markdown naming what is loaded, where, and in which precision."""
         rows = "\n".join(f"| {part} | {n / 1e6:.2f} M |" for part, n in self.parameter_counts().items())
+        where = "\n".join(f"| {name} | {place} |" for name, place in self.encoder.placement.where().items())
         memory = ""
         if self.device.type == "cuda":
             memory = f"\n\nAccelerator memory in use: {torch.cuda.memory_allocated(self.device) / 2**20:.0f} MiB."
@@ -132,7 +135,8 @@ class Service:
             f"**Preset:** `{self.preset.name}` · **device:** `{self.device}` · "
             f"**dtype:** `{precision_name(self.dtype)}` · loaded in {self.load_seconds:.1f} s\n\n"
             f"**Encoder:** `{self.encoder.name}` ({self.encoder.kind}, {self.encoder.image_size} px), "
-            f"shared by every tab.\n\n| part | parameters |\n|---|---|\n{rows}{memory}"
+            f"shared by every tab.\n\n| part | parameters |\n|---|---|\n{rows}\n\n"
+            f"| model | weights on |\n|---|---|\n{where}{memory}"
         )
 
 

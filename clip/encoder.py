@@ -15,6 +15,7 @@ from torchvision import transforms as T
 
 from .errors import InvalidLabelsError, InvalidTextError
 from .images import ImageInput, load_images
+from .placement import Placement
 from .templates import check_templates
 
 MAX_TEXT_CHARS = 4096  # longer text is refused; anything past the model's context is truncated
@@ -93,15 +94,19 @@ class Encoder:
         name: str,
         device: torch.device,
         dtype: torch.dtype,
+        placement: Placement | None = None,
     ) -> None:
         self.model = model.eval().requires_grad_(False)
         self.preprocess_transform, self.tokenizer = preprocess, tokenizer
         self.name, self.device, self.dtype = name, device, dtype
+        self.placement = placement or Placement(device)  # shared with the VLM and generator built on this encoder
+        self.placement.register("encoder", self.model)
         self._geometry, mean, std, self.image_size = split_preprocess(preprocess)
         self._mean, self._std = mean.to(device), std.to(device)
         self.kind = "siglip" if getattr(model, "logit_bias", None) is not None else "clip"
         self._labels: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._embed_dim: int | None = None
+        self._zero_embed: torch.Tensor | None = None
 
     def __repr__(self) -> str:
         return f"Encoder({self.name!r}, kind={self.kind}, device={self.device}, dtype={self.dtype})"
@@ -193,10 +198,13 @@ class Encoder:
 
     @torch.inference_mode()
     def zero_image_embed(self) -> torch.Tensor:
-        """(1, D) unnormalised embedding of an all-zero pixel tensor: unCLIP's "no image" condition."""
-        size = self.image_size
-        zeros = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
-        return self.model.encode_image(zeros, normalize=False).float()
+        """(1, D) unnormalised embedding of an all-zero pixel tensor: unCLIP's "no image" condition. Computed
+        once (under offload that spares a trip of the encoder to the device per generation)."""
+        if self._zero_embed is None:
+            size = self.image_size
+            zeros = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
+            self._zero_embed = self.model.encode_image(zeros, normalize=False).float()
+        return self._zero_embed
 
     @torch.inference_mode()
     def patch_tokens(

@@ -18,6 +18,7 @@ from .devices import precision_name, resolve_device, resolve_dtype
 from .encoder import Encoder
 from .errors import WeightsError
 from .hf_bridge import find_hf_clip, load_hf_clip
+from .placement import Placement
 
 BUNDLED = {"shapes": SHAPES_DIR / "clip"}
 CHECKPOINT = "open_clip_model.safetensors"
@@ -60,6 +61,7 @@ def load(
     *,
     pretrained: str | None = None,
     cache_dir: str | None = None,
+    offload: bool = False,
 ) -> Encoder:
     """Load an encoder.
 
@@ -67,17 +69,20 @@ def load(
     architecture with an optional tag ("ViT-B-32:laion2b_s34b_b79k" or pretrained="..."); "local-dir:/path" or a
     folder path (open_clip_config.json + open_clip_model.safetensors, a transformers CLIPModel folder, or
     Kandinsky's text_encoder/ + image_encoder/ + tokenizer/); or "hf-hub:org/repo".
-    Defaults: CUDA + fp16 when available, else CPU + fp32.
+    Defaults: CUDA + fp16 when available, else CPU + fp32. `offload`: keep models on the CPU and bring each to
+    the device only while it runs (the VLM and generator loaded onto this encoder do the same).
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    placement = Placement(dev, offload)
     model_name, tag, folder = resolve(name, pretrained)
     hf_layout = find_hf_clip(folder) if folder is not None and folder.is_dir() else None
     if hf_layout is not None:  # transformers' CLIP (e.g. Kandinsky 2.2's prior repository): converted on load
         if (folder / manifest.MANIFEST).is_file():
             manifest.verify_manifest(folder)
         model, preprocess, tokenizer = load_hf_clip(hf_layout)
-        return Encoder(model.to(dev, dt), preprocess, tokenizer, name=name, device=dev, dtype=dt)
+        model = model.to(placement.load_device, dt)
+        return Encoder(model, preprocess, tokenizer, name=name, device=dev, dtype=dt, placement=placement)
     if folder is not None:
         check_local_dir(folder)
     elif model_name not in open_clip.list_models() and not model_name.startswith("hf-hub:"):
@@ -90,11 +95,11 @@ def load(
             model_name,
             pretrained=tag,
             precision=precision_name(dt),
-            device=dev,
+            device=placement.load_device,
             cache_dir=cache_dir,
         )
         tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
     except (OSError, RuntimeError, ValueError) as err:
         raise WeightsError(f"could not load encoder {name!r}: {err}") from err
     logging.getLogger(__name__).info("loaded encoder %s on %s (%s)", name, dev, dt)
-    return Encoder(model, preprocess, tokenizer, name=name, device=dev, dtype=dt)
+    return Encoder(model, preprocess, tokenizer, name=name, device=dev, dtype=dt, placement=placement)

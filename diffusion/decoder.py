@@ -22,8 +22,16 @@ StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, timestep
 class DecoderStage:
     """UNet2DConditionModel (image-embedding conditioned) + VQModel (MoVQ layout) + a scheduler."""
 
-    def __init__(self, unet: UNet2DConditionModel, movq: VQModel, scheduler: SchedulerMixin) -> None:
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        movq: VQModel,
+        scheduler: SchedulerMixin,
+        device: torch.device | None = None,
+    ) -> None:
+        """`device`: where denoising runs (default: the UNet's; differs from it only under model offload)."""
         self.unet, self.movq, self.scheduler = unet.eval(), movq.eval(), scheduler
+        self.device = torch.device(device) if device is not None else unet.device
 
     @classmethod
     def from_pretrained(
@@ -78,7 +86,7 @@ class DecoderStage:
         With `init_latents` (img2img) the schedule starts part-way, at `strength` of the way from the image to
         noise; otherwise from pure noise.
         """
-        device, dtype = self.unet.device, self.unet.dtype
+        device, dtype = self.device, self.unet.dtype
         guided = guidance > 1
         embeds = image_embeds.to(device, dtype)
         if guided:

@@ -9,12 +9,9 @@ from pathlib import Path
 import torch
 
 import clip
-from clip.devices import resolve_device, resolve_dtype
 from clip.errors import WeightsError
 
-from .decoder import DecoderStage
-from .pipeline import UnCLIPGenerator
-from .prior import PriorStage
+from .pipeline import UnCLIPGenerator, load_stages
 from .settings import GenerationSettings
 
 # Kandinsky's own pipeline defaults, except 50 decoder steps (its 100 buy little) and its DDPM scheduler kept
@@ -48,6 +45,7 @@ def load_kandinsky(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     name: str = "kandinsky-2.2",
+    offload: bool = False,
 ) -> UnCLIPGenerator:
     """A generator from the two Kandinsky 2.2 repositories. Without `encoder`, the prior repository's CLIP is
     loaded (its text_encoder/ and image_encoder/, converted to open_clip); pass it to share one encoder."""
@@ -57,19 +55,7 @@ def load_kandinsky(
     if not is_decoder_repo(decoder_folder):
         raise WeightsError(f"{decoder_folder} is not a Kandinsky decoder repository (unet/, movq/, scheduler/)")
     if encoder is None:
-        encoder = clip.load(str(prior_folder), device=device, dtype=dtype)
-    dev = encoder.device if device is None else resolve_device(device)
-    dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
-    try:
-        prior = PriorStage.from_pretrained(prior_folder, encoder, scheduler_folder="scheduler")
-        decoder = DecoderStage.from_pretrained(decoder_folder, dev, dt)
-    except (OSError, ValueError) as err:
-        raise WeightsError(f"cannot load Kandinsky from {prior_folder} and {decoder_folder}: {err}") from err
-    if prior.prior.config.embedding_dim != encoder.embed_dim:
-        raise WeightsError(
-            f"the prior works on {prior.prior.config.embedding_dim}-d embeddings; the encoder makes "
-            f"{encoder.embed_dim}-d ones"
-        )
-    prior.prior.to(dev, dt)
+        encoder = clip.load(str(prior_folder), device=device, dtype=dtype, offload=offload)
+    prior, decoder = load_stages(prior_folder, decoder_folder, encoder, device, dtype, prior_scheduler="scheduler")
     image_size = decoder.unet.config.sample_size * decoder.scale_factor
     return UnCLIPGenerator(prior, decoder, encoder, image_size, DEFAULTS, name)

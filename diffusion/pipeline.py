@@ -84,7 +84,7 @@ class UnCLIPGenerator:
             return self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)
 
         pixels = self._decode(embeds, negative, s, generator, target, callback, progress, as_pixels=True)
-        return pixels if output_type == "pt" else _to_pil(pixels)
+        return pixels.float() if output_type == "pt" else _to_pil(pixels)
 
     def variations(
         self,
@@ -277,7 +277,7 @@ class UnCLIPGenerator:
         size = (self.image_size, self.image_size)
         if image.size != size:
             image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=1)
-        return to_pixels([image], self.decoder.movq.device)
+        return to_pixels([image], self.decoder.device)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -291,16 +291,52 @@ def _to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arrays]
 
 
+def load_stages(
+    prior_folder: Path,
+    decoder_folder: Path,
+    encoder: clip.Encoder,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    *,
+    prior_scheduler: str = "prior_scheduler",
+    normalize_text: bool = False,
+) -> tuple[PriorStage, DecoderStage]:
+    """The prior (`prior/` + its scheduler folder) and decoder (`unet/`, `movq/`, `scheduler/`) on the encoder's
+    device and dtype unless asked otherwise, registered with its placement (so offload covers them too)."""
+    dev = encoder.device if device is None else resolve_device(device)
+    dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
+    store = encoder.placement.load_device if dev == encoder.device else dev
+    try:
+        prior = PriorStage.from_pretrained(prior_folder, encoder, prior_scheduler, normalize_text)
+        decoder = DecoderStage.from_pretrained(decoder_folder, store, dt)
+    except (OSError, ValueError) as err:  # diffusers: missing files, or no safetensors where we demand them
+        raise WeightsError(
+            f"cannot load the generator from {prior_folder} and {decoder_folder} (safetensors only): {err}"
+        ) from err
+    if prior.prior.config.embedding_dim != encoder.embed_dim:
+        raise WeightsError(
+            f"the prior works on {prior.prior.config.embedding_dim}-d embeddings; "
+            f"the encoder makes {encoder.embed_dim}-d ones"
+        )
+    prior.to(store, dt)
+    decoder.device = dev
+    for part, model in (("prior", prior.prior), ("unet", decoder.unet), ("movq", decoder.movq)):
+        encoder.placement.register(part, model)
+    return prior, decoder
+
+
 def load(
     name: str = "shapes",
     encoder: clip.Encoder | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    offload: bool = False,
 ) -> UnCLIPGenerator:
     """Load a generator onto an encoder: "shapes", a generator folder (generator.json, prior/, prior_scheduler/,
     unet/, movq/, scheduler/), a preset name ("kandinsky-2.2"), or a folder holding Kandinsky's prior and decoder
     repositories. Pass the encoder already in use to share it; otherwise the generator's own is loaded.
-    Defaults: CUDA + fp16 when available, else CPU + fp32."""
+    Defaults: CUDA + fp16 when available, else CPU + fp32. `offload` (when the encoder is loaded here): models
+    wait on the CPU, each moved to the device only while it runs."""
     from weights import presets
 
     from .kandinsky import find_pair, load_kandinsky
@@ -309,11 +345,11 @@ def load(
         folders = presets.fetch(name)
         if "prior" not in folders:
             raise WeightsError(f"preset {name!r} has no generator")
-        return load_kandinsky(folders["prior"], folders["decoder"], encoder, device, dtype, name)
+        return load_kandinsky(folders["prior"], folders["decoder"], encoder, device, dtype, name, offload)
     folder = Path(BUNDLED.get(name, Path(name).expanduser()))
     pair = find_pair(folder) if not (folder / CONFIG).is_file() else None
     if pair is not None:
-        return load_kandinsky(*pair, encoder, device, dtype, name)
+        return load_kandinsky(*pair, encoder, device, dtype, name, offload)
     if not (folder / CONFIG).is_file():
         raise WeightsError(
             f"{folder / CONFIG} is missing: not a generator folder (nor one holding Kandinsky's prior and decoder)"
@@ -322,19 +358,8 @@ def load(
         verify_manifest(folder)
     config = json.loads((folder / CONFIG).read_text())
     if encoder is None:
-        encoder = clip.load(config["encoder"], device=device, dtype=dtype)
-    dev = encoder.device if device is None else resolve_device(device)
-    dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
-    try:
-        prior = PriorStage.from_pretrained(folder, encoder, normalize_text=config.get("prior_normalize_text", False))
-        decoder = DecoderStage.from_pretrained(folder, dev, dt)
-    except (OSError, ValueError) as err:  # diffusers: missing files, or no safetensors where we demand them
-        raise WeightsError(f"cannot load the generator in {folder} (safetensors weights only): {err}") from err
-    if prior.prior.config.embedding_dim != encoder.embed_dim:
-        raise WeightsError(
-            f"the prior works on {prior.prior.config.embedding_dim}-d embeddings; "
-            f"the encoder makes {encoder.embed_dim}-d ones"
-        )
-    prior.prior.to(dev, dt)  # the encoder's device and dtype unless asked otherwise
+        encoder = clip.load(config["encoder"], device=device, dtype=dtype, offload=offload)
+    normalize_text = config.get("prior_normalize_text", False)
+    prior, decoder = load_stages(folder, folder, encoder, device, dtype, normalize_text=normalize_text)
     defaults = GenerationSettings().updated(**config.get("defaults", {}))
     return UnCLIPGenerator(prior, decoder, encoder, config["image_size"], defaults, name)

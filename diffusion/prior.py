@@ -42,7 +42,14 @@ class PriorStage:
         folder = Path(folder)
         prior = PriorTransformer.from_pretrained(folder / "prior", use_safetensors=True, torch_dtype=encoder.dtype)
         scheduler = UnCLIPScheduler.from_pretrained(folder / scheduler_folder)
-        return cls(prior.to(encoder.device), scheduler, encoder, normalize_text)
+        return cls(prior, scheduler, encoder, normalize_text)  # on the CPU: the loader places it
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> PriorStage:
+        """Move the PriorTransformer (cast only when the dtype differs: diffusers warns on every cast)."""
+        self.prior.to(device)
+        if self.prior.dtype != dtype:
+            self.prior.to(dtype=dtype)
+        return self
 
     def conditions(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, D) text embeddings, (N, L, width) token states, (N, L) mask, in the prior's dtype."""
@@ -73,6 +80,7 @@ class PriorStage:
         uncond = (negative_prompts * 2) if negative_prompts else [""] * n
         per_text = num_images * candidates
         embeds, states, mask = self.conditions(texts)
+        zero = None if negative_prompts else self.encoder.zero_image_embed()  # (1, D), while the encoder is here
         guided = guidance > 1
         if guided:
             unconditional = self.conditions(uncond)  # first half of the batch, as Kandinsky orders it
@@ -102,8 +110,7 @@ class PriorStage:
             image_embeds = _closest(image_embeds, text_embeds, candidates)
         if negative_prompts:
             return tuple(image_embeds.chunk(2))  # type: ignore[return-value]
-        zero = self.encoder.zero_image_embed().to(image_embeds.dtype)
-        return image_embeds, zero.expand(len(image_embeds), -1)
+        return image_embeds, zero.to(image_embeds.dtype).expand(len(image_embeds), -1)
 
 
 def _closest(image_embeds: torch.Tensor, text_embeds: torch.Tensor, candidates: int) -> torch.Tensor:

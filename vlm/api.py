@@ -113,4 +113,6 @@ def load(
         raise WeightsError(
             f"the encoder's patch tokens are {encoder.vision_width} wide; this VLM expects {model.config.vision_width}"
         )
-    return Captioner(model.to(dev, dt), encoder, codec, name)
+    model = model.to(encoder.placement.load_device if dev == encoder.device else dev, dt)
+    encoder.placement.register("vlm", model)
+    return Captioner(model, encoder, codec, name)

@@ -76,7 +76,7 @@ class Generator:
 
     def _prefill(self, embeds: torch.Tensor, valid: torch.Tensor, max_new: int):
         b, p, _ = embeds.shape
-        cache = self.decoder.new_cache(b, p + max_new, dtype=embeds.dtype)
+        cache = self.decoder.new_cache(b, p + max_new, device=embeds.device, dtype=embeds.dtype)
         positions = positions_from_valid(valid)
         # the whole prefix attends to itself: without padding no mask is needed at all
         mask = None if bool(valid.all()) else prefix_lm_mask(valid, torch.full((b,), p, device=valid.device))
