@@ -96,15 +96,18 @@ def benchmark_vlm(
     repeats: int,
     device: str | None,
     dtype: str | None,
+    compile: bool = True,
 ) -> list[tuple[str, str]]:
     """Our generation vs transformers' LlamaForCausalLM.generate on the same decoder weights and prefixes;
-    and ours with vs without the KV cache. Every run decodes exactly `new_tokens` tokens (EOS ignored)."""
+    ours with vs without the KV cache; and (`compile`) ours with the torch.compile'd static-shape step. Every
+    run decodes exactly `new_tokens` tokens (EOS ignored)."""
     import tempfile
 
     from transformers import LlamaForCausalLM
 
     import clip
     import vlm
+    from vlm.generate import Generator
     from weights.world import render, sample_scene
 
     enc = clip.load(encoder, device=device, dtype=dtype) if encoder else None
@@ -119,12 +122,17 @@ def benchmark_vlm(
         ("model / device / dtype", f"{model} / {dev} / {str(dt).split('.')[-1]}"),
         ("new tokens per caption", str(new_tokens)),
     ]
+    codec = captioner.codec
+    compiled = Generator(captioner.vlm.decoder, codec.eos_id, codec.decode, compiled=True) if compile else None
     for bs in batch_sizes:
         embeds, valid = captioner._prefixes(images[:bs], [prompt] * bs, new_tokens)
-        runs = _vlm_runs(captioner.generator, hf, embeds, valid, new_tokens)
+        runs = _vlm_runs(captioner.generator, hf, embeds, valid, new_tokens, compiled)
         for name, (generate, first) in runs.items():
             with torch.inference_mode():
-                generate()  # warm-up
+                start = time.perf_counter()
+                generate()  # warm-up (for the compiled step: compiling it)
+                if "compiled" in name:
+                    rows.append((f"batch {bs}: compile time (first call)", f"{time.perf_counter() - start:.1f} s"))
                 t = statistics.median(timed(generate, repeats, dev))
                 ttft = statistics.median(timed(first, repeats, dev)) if first else None
             ttft_text = f", first token {ttft * 1000:.1f} ms" if ttft is not None else ""
@@ -134,8 +142,9 @@ def benchmark_vlm(
     return rows
 
 
-def _vlm_runs(generator, hf, embeds: torch.Tensor, valid: torch.Tensor, n: int) -> dict:
-    """name -> (decode n tokens, decode the first token only or None) for one batch of prefixes."""
+def _vlm_runs(generator, hf, embeds: torch.Tensor, valid: torch.Tensor, n: int, compiled=None) -> dict:
+    """name -> (decode n tokens, decode the first token only or None) for one batch of prefixes; `compiled`, a
+    Generator with the torch.compile'd step, adds its row."""
     from vlm.generate import GenerationConfig
 
     full = GenerationConfig(max_new_tokens=n, ignore_eos=True)
@@ -151,7 +160,7 @@ def _vlm_runs(generator, hf, embeds: torch.Tensor, valid: torch.Tensor, n: int) 
             pad_token_id=0,
         )
 
-    return {
+    runs = {
         "triptych (KV cache)": (
             lambda: generator.generate(embeds, valid, full),
             lambda: generator.generate(embeds, valid, GenerationConfig(1)),
@@ -159,6 +168,9 @@ def _vlm_runs(generator, hf, embeds: torch.Tensor, valid: torch.Tensor, n: int) 
         "triptych (no cache)": (lambda: generator.generate(embeds, valid, replace(full, use_cache=False)), None),
         "transformers generate": (lambda: hf_generate(n), lambda: hf_generate(1)),
     }
+    if compiled is not None:
+        runs["triptych (KV cache, compiled)"] = (lambda: compiled.generate(embeds, valid, full), None)
+    return runs
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
@@ -189,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--repeats", type=int, default=5)
     gen.add_argument("--device")
     gen.add_argument("--dtype")
+    gen.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd decoding row")
     dif = sub.add_parser("diffusion", help="decoder vs diffusers' KandinskyV22Pipeline; DPM-Solver++ vs DDIM-50")
     dif.add_argument("--model", default="shapes")
     dif.add_argument("--encoder")
@@ -240,7 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         if min([*args.batch_sizes, args.new_tokens, args.repeats]) <= 0:
             parser.error("--batch-sizes, --new-tokens and --repeats must be positive")
         rows = benchmark_vlm(
-            args.model, args.encoder, tuple(args.batch_sizes), args.new_tokens, args.repeats, args.device, args.dtype
+            args.model,
+            args.encoder,
+            tuple(args.batch_sizes),
+            args.new_tokens,
+            args.repeats,
+            args.device,
+            args.dtype,
+            compile=not args.no_compile,
         )
     print_table(rows)
     return 0

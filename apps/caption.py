@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device")
     parser.add_argument("--dtype")
     parser.add_argument("--recursive", action="store_true")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile the decode step: faster per token, slow first batch"
+    )
     args = parser.parse_args(argv)
 
     def fail(message: str) -> int:
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--stream takes exactly one image")
     try:
         encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
-        captioner = vlm.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype)
+        captioner = vlm.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype, compile=args.compile)
     except (clip.TriptychError, RuntimeError, ValueError) as err:
         return fail(str(err))
 

@@ -26,9 +26,9 @@ BUNDLED = {"shapes": SHAPES_DIR / "vlm"}
 class Captioner:
     """A VLM joined to a shared encoder. Defaults decode greedily with up to 64 new tokens."""
 
-    def __init__(self, vlm: VLM, encoder: clip.Encoder, codec: TextCodec, name: str) -> None:
+    def __init__(self, vlm: VLM, encoder: clip.Encoder, codec: TextCodec, name: str, compile: bool = False) -> None:
         self.vlm, self.encoder, self.codec, self.name = vlm.eval().requires_grad_(False), encoder, codec, name
-        self.generator = Generator(self.vlm.decoder, codec.eos_id, codec.decode)
+        self.generator = Generator(self.vlm.decoder, codec.eos_id, codec.decode, compiled=compile)
         blank = Image.new("RGB", (encoder.image_size, encoder.image_size))
         patches = encoder.patch_tokens(blank, layer=vlm.config.vision_layer).shape[1]
         self.image_tokens = patches // vlm.config.shuffle**2  # positions the image takes in every sequence
@@ -93,10 +93,13 @@ def load(
     encoder: clip.Encoder | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    compile: bool = False,
 ) -> Captioner:
     """Load a VLM folder ("shapes" or a path: config.json + model.safetensors + tokenizer.json) onto an encoder.
 
     Pass the encoder already in use to share it; otherwise the one the VLM was trained with is loaded.
+    `compile`: decode with a torch.compile'd static-shape step (faster per token; the first caption of each
+    batch size and length bucket waits for the compiler).
     """
     folder = BUNDLED.get(name, Path(name).expanduser())
     if not Path(folder).is_dir():
@@ -115,4 +118,4 @@ def load(
         )
     model = model.to(encoder.placement.load_device if dev == encoder.device else dev, dt)
     encoder.placement.register("vlm", model)
-    return Captioner(model, encoder, codec, name)
+    return Captioner(model, encoder, codec, name, compile=compile)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .compiled_step import CompiledStep, bucketed
 from .decoder import Decoder
 from .masks import positions_from_valid, prefix_lm_mask
 
@@ -71,12 +72,17 @@ def _pick(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator | No
 class Generator:
     """Decodes continuations of embedded prefixes with one decoder. `decode` maps token ids to text."""
 
-    def __init__(self, decoder: Decoder, eos_id: int, decode: Callable[[list[int]], str]) -> None:
+    def __init__(
+        self, decoder: Decoder, eos_id: int, decode: Callable[[list[int]], str], compiled: bool = False
+    ) -> None:
+        """`compiled`: greedy and sampled steps run a torch.compile'd static-shape step (CompiledStep); the
+        first call per (batch, cache length bucket) compiles it (tens of seconds on a CPU)."""
         self.decoder, self.eos_id, self.decode = decoder, eos_id, decode
+        self.compiled_step = CompiledStep(decoder) if compiled else None
 
-    def _prefill(self, embeds: torch.Tensor, valid: torch.Tensor, max_new: int):
+    def _prefill(self, embeds: torch.Tensor, valid: torch.Tensor, max_new: int, length: int | None = None):
         b, p, _ = embeds.shape
-        cache = self.decoder.new_cache(b, p + max_new, device=embeds.device, dtype=embeds.dtype)
+        cache = self.decoder.new_cache(b, length or p + max_new, device=embeds.device, dtype=embeds.dtype)
         positions = positions_from_valid(valid)
         # the whole prefix attends to itself: without padding no mask is needed at all
         mask = None if bool(valid.all()) else prefix_lm_mask(valid, torch.full((b,), p, device=valid.device))
@@ -112,7 +118,12 @@ class Generator:
             gen = torch.Generator(device=embeds.device).manual_seed(cfg.seed)
         b, p, _ = embeds.shape
         unpadded = bool(valid.all())
-        cache, logits, last_pos = self._prefill(embeds, valid, cfg.max_new_tokens)
+        static = self.compiled_step is not None and cfg.use_cache
+        length = bucketed(p + cfg.max_new_tokens) if static else None
+        cache, logits, last_pos = self._prefill(embeds, valid, cfg.max_new_tokens, length)
+        if static:  # (B, S): what each row may attend to in the whole preallocated cache
+            allowed = torch.zeros(b, cache.max_len, dtype=torch.bool, device=valid.device)
+            allowed[:, :p] = valid
         if not cfg.use_cache:
             cache, seq = None, embeds
         out: list[list[int]] = [[] for _ in range(b)]
@@ -137,6 +148,10 @@ class Generator:
                 logits = self.decoder(
                     inputs_embeds=seq, positions=positions_from_valid(valid), mask=mask, last_only=True
                 )[:, -1]
+            elif static:
+                allowed[:, p + t] = True
+                slot = torch.tensor(p + t, device=valid.device)
+                logits = self.compiled_step(tokens, last_pos + t + 1, slot, allowed, cache.k, cache.v)
             else:
                 logits = self._step(tokens, cache, valid, last_pos + t, p + t, unpadded)
 
