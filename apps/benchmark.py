@@ -127,18 +127,24 @@ def benchmark_vlm(
     for bs in batch_sizes:
         embeds, valid = captioner._prefixes(images[:bs], [prompt] * bs, new_tokens)
         runs = _vlm_runs(captioner.generator, hf, embeds, valid, new_tokens, compiled)
-        for name, (generate, first) in runs.items():
-            with torch.inference_mode():
+        with torch.inference_mode():
+            for name, (generate, _) in runs.items():
                 start = time.perf_counter()
                 generate()  # warm-up (for the compiled step: compiling it)
                 if "compiled" in name:
                     rows.append((f"batch {bs}: compile time (first call)", f"{time.perf_counter() - start:.1f} s"))
-                t = statistics.median(timed(generate, repeats, dev))
-                ttft = statistics.median(timed(first, repeats, dev)) if first else None
-            ttft_text = f", first token {ttft * 1000:.1f} ms" if ttft is not None else ""
-            rows.append(
-                (f"batch {bs}: {name}", f"{bs * new_tokens / t:,.0f} tok/s, {bs / t:,.1f} captions/s{ttft_text}")
-            )
+            # round-robin, one call of each per round: a shared machine's drifting speed hits every row alike
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            firsts: dict[str, list[float]] = {name: [] for name, (_, first) in runs.items() if first}
+            for _ in range(repeats):
+                for name, (generate, first) in runs.items():
+                    times[name] += timed(generate, 1, dev)
+                    if first:
+                        firsts[name] += timed(first, 1, dev)
+        for name in runs:
+            t = statistics.median(times[name])
+            ttft = f", first token {statistics.median(firsts[name]) * 1000:.1f} ms" if name in firsts else ""
+            rows.append((f"batch {bs}: {name}", f"{bs * new_tokens / t:,.0f} tok/s, {bs / t:,.1f} captions/s{ttft}"))
     return rows
 
 

@@ -124,6 +124,8 @@ class Generator:
         if static:  # (B, S): what each row may attend to in the whole preallocated cache
             allowed = torch.zeros(b, cache.max_len, dtype=torch.bool, device=valid.device)
             allowed[:, :p] = valid
+            # the cache slot of step t: separate tensors, never views (a compiled graph may assume no offset)
+            slots = [torch.tensor(p + t, device=valid.device) for t in range(cfg.max_new_tokens)]
         if not cfg.use_cache:
             cache, seq = None, embeds
         out: list[list[int]] = [[] for _ in range(b)]
@@ -141,6 +143,10 @@ class Generator:
             yield out
             if all(done) or t == cfg.max_new_tokens - 1:
                 return
+            if static:
+                allowed[:, p + t] = True
+                logits = self.compiled_step(tokens, last_pos + (t + 1), slots[t], allowed, cache.k, cache.v)
+                continue
             valid = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
             if cache is None:  # recompute everything: [prefix | generated], prefix-LM mask
                 seq = torch.cat([seq, self.decoder.model.embed_tokens(tokens[:, None])], 1)
@@ -148,10 +154,6 @@ class Generator:
                 logits = self.decoder(
                     inputs_embeds=seq, positions=positions_from_valid(valid), mask=mask, last_only=True
                 )[:, -1]
-            elif static:
-                allowed[:, p + t] = True
-                slot = torch.tensor(p + t, device=valid.device)
-                logits = self.compiled_step(tokens, last_pos + t + 1, slot, allowed, cache.k, cache.v)
             else:
                 logits = self._step(tokens, cache, valid, last_pos + t, p + t, unpadded)
 
