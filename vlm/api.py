@@ -116,6 +116,8 @@ def load(
         raise WeightsError(
             f"the encoder's patch tokens are {encoder.vision_width} wide; this VLM expects {model.config.vision_width}"
         )
+    if compile and encoder.placement.offload:
+        raise ValueError("compile=True needs the VLM resident on its device; it does not combine with offload")
     model = model.to(encoder.placement.load_device if dev == encoder.device else dev, dt)
     encoder.placement.register("vlm", model)
     return Captioner(model, encoder, codec, name, compile=compile)
