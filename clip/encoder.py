@@ -187,13 +187,12 @@ class Encoder:
         """Projected embeddings (unnormalised, as Kandinsky's prior reads them, unless `normalize`) plus
         final-layer token states and their padding mask: the prior's conditioning. `allow_empty` admits ""
         (the unconditional prompt of classifier-free guidance)."""
-        texts = check_texts(texts, allow_empty=allow_empty)
-        tokens = self.tokenizer(texts).to(self.device)
+        tokens = self.tokenizer(check_texts(texts, allow_empty=allow_empty)).to(self.device)
         out = self.model.forward_intermediates(
             text=tokens, text_indices=[-1], normalize_intermediates=True, normalize=normalize
         )
         masker = getattr(self.tokenizer, "attention_mask", None)  # HF tokenizers may pad with the end token
-        mask = masker(texts).to(self.device) if masker else tokens != self.pad_id
+        mask = masker(tokens) if masker else tokens != self.pad_id
         return TextStates(out["text_features"], out["text_intermediates"][0], mask)
 
     @torch.inference_mode()

@@ -17,7 +17,7 @@ from weights import (
 from .devices import precision_name, resolve_device, resolve_dtype
 from .encoder import Encoder
 from .errors import WeightsError
-from .hf_bridge import find_hf_clip, load_hf_clip
+from .hf_bridge import HFClipFolders, find_hf_clip, load_hf_clip
 from .placement import Placement
 
 BUNDLED = {"shapes": SHAPES_DIR / "clip"}
@@ -42,13 +42,16 @@ def resolve(name: str, pretrained: str | None = None) -> tuple[str, str | None, 
     return arch, pretrained or tag or None, None
 
 
-def check_local_dir(folder: Path) -> None:
-    """A local folder must hold the open_clip config and safetensors weights (never pickles); a manifest, when
-    present, must match."""
+def check_local_dir(folder: Path) -> HFClipFolders | None:
+    """A local folder must hold the open_clip config and safetensors weights (never pickles), or a transformers
+    CLIP layout (returned); a manifest, when present, must match."""
     if not folder.is_dir():
         raise WeightsError(f"encoder folder not found: {folder}")
     if (folder / manifest.MANIFEST).is_file():
         manifest.verify_manifest(folder)
+    hf_layout = find_hf_clip(folder)
+    if hf_layout is not None:
+        return hf_layout
     for needed in (CONFIG, CHECKPOINT):
         if not (folder / needed).is_file():
             raise WeightsError(f"{folder / needed} is missing; an encoder folder needs {CONFIG} and {CHECKPOINT}")
@@ -76,16 +79,12 @@ def load(
     dt = resolve_dtype(dtype, dev)
     placement = Placement(dev, offload)
     model_name, tag, folder = resolve(name, pretrained)
-    hf_layout = find_hf_clip(folder) if folder is not None and folder.is_dir() else None
-    if hf_layout is not None:  # transformers' CLIP (e.g. Kandinsky 2.2's prior repository): converted on load
-        if (folder / manifest.MANIFEST).is_file():
-            manifest.verify_manifest(folder)
+    if folder is not None and (hf_layout := check_local_dir(folder)) is not None:
+        # transformers' CLIP (e.g. Kandinsky 2.2's prior repository): converted on load
         model, preprocess, tokenizer = load_hf_clip(hf_layout)
         model = model.to(placement.load_device, dt)
         return Encoder(model, preprocess, tokenizer, name=name, device=dev, dtype=dt, placement=placement)
-    if folder is not None:
-        check_local_dir(folder)
-    elif model_name not in open_clip.list_models() and not model_name.startswith("hf-hub:"):
+    if folder is None and model_name not in open_clip.list_models() and not model_name.startswith("hf-hub:"):
         raise WeightsError(
             f"unknown encoder {name!r}: not a bundled preset, folder, hf-hub repo or open_clip "
             f"architecture (see open_clip.list_models())"

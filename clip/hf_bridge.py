@@ -154,18 +154,17 @@ class HFTokenizer:
         self.tokenizer = CLIPTokenizer.from_pretrained(str(folder))
         self.context_length = context_length
 
-    def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            texts, padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
-        )
-
     def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return self._encode(texts)["input_ids"]
+        return self.tokenizer(
+            texts, padding="max_length", max_length=self.context_length, truncation=True, return_tensors="pt"
+        )["input_ids"]
 
-    def attention_mask(self, texts: list[str]) -> torch.Tensor:
-        """(N, context) True for real tokens (start, text, end), False for padding."""
-        return self._encode(texts)["attention_mask"].bool()
+    def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, context) ids -> True for the real tokens: everything up to and including the first end token
+        (the tokenizer's own attention mask, read off the ids instead of tokenizing twice)."""
+        first_end = (tokens == self.tokenizer.eos_token_id).int().argmax(dim=-1)  # (N,)
+        return torch.arange(tokens.shape[1], device=tokens.device)[None] <= first_end[:, None]
 
 
 def load_hf_clip(folders: HFClipFolders) -> tuple[CLIP, object, HFTokenizer]:

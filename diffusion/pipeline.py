@@ -83,7 +83,7 @@ class UnCLIPGenerator:
         def target() -> torch.Tensor:  # (N, D): each image's prompt, for best-of-N
             return self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)
 
-        pixels = self._decode(embeds, negative, s, generator, target, callback, progress, as_pixels=True)
+        pixels = self._decode(embeds, negative, s, generator, target, callback, progress)
         return pixels.float() if output_type == "pt" else _to_pil(pixels)
 
     def variations(
@@ -100,7 +100,7 @@ class UnCLIPGenerator:
         s = self.defaults.updated(seed=seed, num_images=num_images, **settings)
         self._check_batch(s.num_images * s.best_of)
         embeds = self.encoder.encode_image(load_image(image), normalize=False)  # (1, D)
-        return self._decode_one(embeds, s, _generator(s.seed), callback, progress)
+        return _to_pil(self._decode_one(embeds, s, _generator(s.seed), callback, progress))
 
     def interpolate(
         self,
@@ -132,7 +132,7 @@ class UnCLIPGenerator:
                 parts.append(self.encoder.encode_image(item, normalize=False))
         w = torch.tensor([float(x) for x in weights]) / sum(weights)
         blend = sum(wi * p for wi, p in zip(w.tolist(), parts))  # (1, D)
-        return self._decode_one(blend, s, generator, callback, progress)
+        return _to_pil(self._decode_one(blend, s, generator, callback, progress))
 
     def img2img(
         self,
@@ -159,7 +159,7 @@ class UnCLIPGenerator:
         def target() -> torch.Tensor:
             return self.encoder.encode_text(prompts).repeat(s.num_images, 1)
 
-        return self._decode(embeds, negative, s, generator, target, callback, progress, init_latents=init)
+        return _to_pil(self._decode(embeds, negative, s, generator, target, callback, progress, init_latents=init))
 
     def decode_embeddings(
         self,
@@ -175,7 +175,7 @@ class UnCLIPGenerator:
         if negative_image_embeds is None:
             negative_image_embeds = self.encoder.zero_image_embed().expand(len(image_embeds), -1)
         s = s.updated(best_of=1)
-        return self._decode(image_embeds, negative_image_embeds, s, _generator(s.seed), None, None, progress)
+        return _to_pil(self._decode(image_embeds, negative_image_embeds, s, _generator(s.seed), None, None, progress))
 
     # ------------------------------------------------------------------ internals
     def _prior(
@@ -205,9 +205,9 @@ class UnCLIPGenerator:
         generator: torch.Generator,
         callback: StepCallback | None,
         progress: bool,
-    ) -> list[Image.Image]:
-        """num_images draws from one (1, D) image embedding against the zero image's; best-of-N reranks by
-        closeness to that embedding."""
+    ) -> torch.Tensor:
+        """num_images draws (pixels, as _decode) from one (1, D) image embedding against the zero image's;
+        best-of-N reranks by closeness to that embedding."""
         reps = s.num_images * s.best_of
         zero = self.encoder.zero_image_embed()
 
@@ -226,11 +226,10 @@ class UnCLIPGenerator:
         callback: StepCallback | None = None,
         progress: bool = True,
         init_latents: torch.Tensor | None = None,
-        as_pixels: bool = False,
-    ) -> list[Image.Image] | torch.Tensor:
-        """Denoise and decode every embedding; with best_of > 1 keep, per group of best_of draws, the image the
-        encoder finds closest to its row of `target()` ((N, D) normalised embeddings, computed only then).
-        PIL images, or (N, 3, H, W) pixels in [0, 1] with `as_pixels`."""
+    ) -> torch.Tensor:
+        """Denoise and decode every embedding to (N, 3, H, W) pixels in [0, 1]; with best_of > 1 keep, per group
+        of best_of draws, the image the encoder finds closest to its row of `target()` ((N, D) normalised
+        embeddings, computed only then)."""
         if scheduler_name(self.decoder.scheduler) != s.scheduler:
             self.decoder.scheduler = make_scheduler(s.scheduler, self._decoder_scheduler_config)
         latents = self.decoder(
@@ -247,13 +246,12 @@ class UnCLIPGenerator:
             progress=progress,
         )
         pixels = self.decoder.decode(latents)  # (N * best_of, 3, H, W) in [0, 1]
-        images = _to_pil(pixels)
-        if s.best_of > 1 and target is not None:
-            wanted = target().float().repeat_interleave(s.best_of, dim=0)  # (N * best_of, D)
-            scores = (self.encoder.encode_image(images) * wanted).sum(dim=-1)
-            best = scores.view(-1, s.best_of).argmax(dim=1) + torch.arange(len(images) // s.best_of) * s.best_of
-            pixels, images = pixels[best], [images[i] for i in best.tolist()]
-        return pixels if as_pixels else images
+        if s.best_of == 1 or target is None:
+            return pixels
+        wanted = target().float().repeat_interleave(s.best_of, dim=0)  # (N * best_of, D)
+        scores = (self.encoder.encode_image(_to_pil(pixels)) * wanted).sum(dim=-1)  # judged as users see them
+        best = scores.view(-1, s.best_of).argmax(dim=1) + torch.arange(len(pixels) // s.best_of) * s.best_of
+        return pixels[best.to(pixels.device)]
 
     def _negatives(self, negative_prompt: str | Sequence[str] | None, n: int) -> list[str] | None:
         if negative_prompt is None:

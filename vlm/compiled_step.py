@@ -15,17 +15,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .decoder import Decoder, rotate_half
+from .decoder import Decoder, apply_rope, input_major, rms_norm, rope_tables
 
 LENGTH_BUCKET = 64  # cache lengths are rounded up to this, so prompts of similar length share one compiled graph
 
 
 def bucketed(length: int) -> int:
     return -(-length // LENGTH_BUCKET) * LENGTH_BUCKET
-
-
-def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    return weight * F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
 
 
 def _step(
@@ -42,22 +38,20 @@ def _step(
     embed, inv_freq, final_norm, head, *layers = weights
     x = embed[tokens][:, None]  # (B, 1, H)
     b = x.shape[0]
-    freqs = positions[:, None, None].float() * inv_freq  # (B, 1, hd / 2)
-    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, 1, hd)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    cos, sin = rope_tables(positions[:, None], inv_freq, x.dtype)  # (B, 1, hd)
     mask = valid[:, None, None, :]  # (B, 1, 1, S)
     for i in range(len(layers) // 6):
         norm1, qkv_w, o_w, norm2, gate_up_w, down_w = layers[6 * i : 6 * i + 6]
-        qkv = (_rms(x, norm1, eps) @ qkv_w).view(b, 1, heads + 2 * kv_heads, hd).transpose(1, 2)
-        qk = qkv[:, : heads + kv_heads] * cos + rotate_half(qkv[:, : heads + kv_heads]) * sin
+        qkv = (rms_norm(x, norm1, eps) @ qkv_w).view(b, 1, heads + 2 * kv_heads, hd).transpose(1, 2)
+        qk = apply_rope(qkv[:, : heads + kv_heads], cos, sin)
         q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]  # (B, heads | kv_heads, 1, hd)
         k_cache[i].index_copy_(2, slot.view(1), k)
         v_cache[i].index_copy_(2, slot.view(1), v)
         out = F.scaled_dot_product_attention(q, k_cache[i], v_cache[i], attn_mask=mask, enable_gqa=heads != kv_heads)
         x = x + out.transpose(1, 2).reshape(b, 1, heads * hd) @ o_w
-        gate, up = (_rms(x, norm2, eps) @ gate_up_w).chunk(2, dim=-1)
+        gate, up = (rms_norm(x, norm2, eps) @ gate_up_w).chunk(2, dim=-1)
         x = x + (F.silu(gate) * up) @ down_w
-    return (_rms(x, final_norm, eps) @ head)[:, -1]  # (B, vocab)
+    return (rms_norm(x, final_norm, eps) @ head)[:, -1]  # (B, vocab)
 
 
 class CompiledStep:
@@ -70,10 +64,6 @@ class CompiledStep:
         if cfg.qk_norm or cfg.attention_bias or cfg.mlp_bias:
             raise ValueError("the compiled step covers plain Llama layers (no QK-norm, no biases)")
         body = decoder.model
-
-        def input_major(*linears: torch.nn.Linear) -> torch.Tensor:
-            return torch.cat([lin.weight for lin in linears]).detach().t().contiguous()  # (in, out)
-
         weights = [body.embed_tokens.weight.detach(), body.rotary.inv_freq, body.norm.weight.detach()]
         weights.append(input_major(decoder.lm_head))
         for block in body.layers:
