@@ -16,7 +16,7 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -125,11 +125,14 @@ def eval_geometry(recipe: dict) -> Callable[[Image.Image], Image.Image] | None:
     return T.Compose(split_preprocess(transform)[0])
 
 
-def lr_at(step: int, base: float, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
+def lr_at(step: int, base: float, warmup: int, total: int, horizons: Sequence[int] = ()) -> float:
+    """Linear warm-up, then cosine decay to zero at `total`. With `horizons` (ascending step counts below
+    `total`), the decay reaches zero at the first horizon and each later stretch follows the tail of the cosine
+    towards the next horizon: the schedule of a run that finished and was then extended, as one recipe."""
     if step < warmup:
         return base * (step + 1) / warmup
-    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+    end = next((h for h in (*horizons, total) if step < h <= total), total)
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, end - warmup)))
 
 
 def train(

@@ -95,7 +95,9 @@ class Run:
         bar = tqdm(total=total, initial=state["step"], desc=part, disable=not acc.is_main_process)
         while state["step"] < stop_at:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(state["step"], group["base_lr"], cfg.get("warmup_steps", 100), total)
+                group["lr"] = lr_at(
+                    state["step"], group["base_lr"], cfg.get("warmup_steps", 100), total, cfg.get("lr_horizons", ())
+                )
             with acc.autocast():
                 noise = torch.Generator().manual_seed(self.recipe["seed"] * 1_000_003 + state["step"])
                 loss = loss_of(wrapped, next(batches), noise)

@@ -120,13 +120,15 @@ def test_bundled_vlm_describes_the_examples(captioner):
 
 @pytest.mark.slow
 def test_bundled_generator_keeps_its_measured_scores(service):
-    """A regression floor under the scores measured on the bundled generator (README: overall 0.466, PSNR
-    34.96 dB at 50 prompts per category). Issue 4's bar (overall >= 0.80) is NOT met yet; this guards what is."""
+    """A regression floor under the scores measured on the bundled generator (README: overall 0.577, colours
+    0.750, PSNR 34.96 dB at 50 prompts per category). Issue 4's bar (overall >= 0.80) is NOT met yet; this guards
+    what is, with room for the noise of a few fresh prompts."""
     from apps.eval_diffusion import evaluate_generator
 
     scores = evaluate_generator(
         service.generator, count=GENERATOR_TEST_PROMPTS, images_per_prompt=4, seed=20261123, vae_count=100
     )["in_distribution"]
-    assert scores["overall"] >= 0.30, scores
-    assert scores["absolute_position"] >= 0.60 and scores["single_object"] >= 0.50, scores
+    assert scores["overall"] >= 0.40, scores
+    assert scores["absolute_position"] >= 0.75 and scores["single_object"] >= 0.55, scores
+    assert scores["colors"] >= 0.45, scores
     assert scores["vae_psnr_db"] >= 32.0, scores
