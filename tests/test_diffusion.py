@@ -152,6 +152,22 @@ def test_resume_is_exact(tmp_path, encoder_dir):
         assert all(torch.equal(a[k], b[k]) for k in a), folder
 
 
+def test_recipe_lr_horizons_reach_the_optimizer(tmp_path, encoder_dir):
+    """The decoder's `lr_horizons` drive its learning rate: at step 2 of 4 with a horizon at 3, the extended
+    schedule's lr, not the plain cosine's."""
+    from clip.train import lr_at
+
+    recipe = tiny_recipe(encoder_dir, steps=4)
+    recipe["decoder"]["lr_horizons"] = [3]
+    state = tmp_path / "work/decoder/checkpoint/state.json"
+    while not (state.is_file() and json.loads(state.read_text())["state"]["step"] == 3):
+        assert train(recipe, tmp_path / "out", tmp_path / "work", workers=0, stop_after=1) is None
+    lr = json.loads(state.read_text())["param_groups"][0]["lr"]  # the lr step 2 ran with
+    base = recipe["decoder"]["lr"]
+    assert lr == pytest.approx(lr_at(2, base, 1, 4, horizons=[3]))
+    assert lr != pytest.approx(lr_at(2, base, 1, 4))
+
+
 def test_sample_grids_are_written(trained):
     work = trained[0].parent / "work"
     assert list((work / "vae/samples").glob("*.png")) and list((work / "decoder/samples").glob("*.png"))
