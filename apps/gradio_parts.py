@@ -34,7 +34,7 @@ def uploaded_image(**kwargs) -> gr.Image:
         try:
             if payload.path is None:  # a data: URL; gradio decodes it
                 return load_image(gr.Image.preprocess(image, payload), name=name)
-            return load_image(Path(payload.path).read_bytes(), name=name)
+            return load_image(Path(upload_path(payload.path)).read_bytes(), name=name)
         except InvalidImageError as err:
             raise gr.Error(str(err)) from err
         except Exception as err:  # gradio's own decoding of a data: URL
@@ -42,6 +42,17 @@ def uploaded_image(**kwargs) -> gr.Image:
 
     image.preprocess = preprocess
     return image
+
+
+def upload_path(path: str) -> Path:
+    """The file of an upload, only if it lies in Gradio's upload cache: a client naming any other server path
+    gets an error that says nothing about that path (Gradio checks this too; this keeps it true whatever the
+    version)."""
+    cache = Path(gr.utils.get_upload_folder()).resolve()
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(cache):
+        raise InvalidImageError("the image must be uploaded with the request; server paths are not read")
+    return resolved
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -19,6 +19,7 @@ from .encoder import Encoder
 from .errors import WeightsError
 from .hf_bridge import HFClipFolders, find_hf_clip, load_hf_clip
 from .placement import Placement
+from .weights_files import check_folder, config_value, read_json, weights_errors
 
 BUNDLED = {"shapes": SHAPES_DIR / "clip"}
 CHECKPOINT = "open_clip_model.safetensors"
@@ -44,17 +45,48 @@ def resolve(name: str, pretrained: str | None = None) -> tuple[str, str | None, 
 
 def check_local_dir(folder: Path) -> HFClipFolders | None:
     """A local folder must hold the open_clip config and safetensors weights (never pickles), or a transformers
-    CLIP layout (returned); a manifest, when present, must match."""
+    CLIP layout (returned); a manifest, when present, must match. Every config is checked for code before
+    open_clip or transformers reads it."""
     if not folder.is_dir():
         raise WeightsError(f"encoder folder not found: {folder}")
     if (folder / manifest.MANIFEST).is_file():
         manifest.verify_manifest(folder)
+    check_folder(folder)
     hf_layout = find_hf_clip(folder)
     if hf_layout is not None:
         return hf_layout
     for needed in (CONFIG, CHECKPOINT):
         if not (folder / needed).is_file():
             raise WeightsError(f"{folder / needed} is missing; an encoder folder needs {CONFIG} and {CHECKPOINT}")
+    check_open_clip_config(read_json(folder / CONFIG), folder / CONFIG)
+    return None
+
+
+def check_open_clip_config(config: dict, path: Path) -> None:
+    """The shape of an open_clip config, so a malformed one fails here, naming its key, not deep in open_clip;
+    a text tower or tokenizer it names by local path is checked as a weights folder too."""
+    model_cfg = config_value(config, "model_cfg", dict, path)
+    config_value(model_cfg, "embed_dim", int, path)
+    for tower in ("vision_cfg", "text_cfg"):
+        config_value(model_cfg, tower, dict, path)
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        named = model_cfg["text_cfg"].get(key)
+        if isinstance(named, str) and named and Path(named).expanduser().is_dir():
+            check_folder(Path(named).expanduser())
+
+
+def check_hub_config(repo: str, cache_dir: str | None) -> None:
+    """An hf-hub: encoder's open_clip_config.json, fetched (or read from the cache) and checked before open_clip
+    reads it: a hub repository is as untrusted as a local folder."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = hf_hub_download(repo, CONFIG, cache_dir=cache_dir)
+    except Exception as err:  # offline, unknown repo, no such file: huggingface_hub's many error types
+        raise WeightsError(
+            f"could not load encoder 'hf-hub:{repo}': cannot fetch its {CONFIG} ({type(err).__name__}: {err})"
+        ) from err
+    check_open_clip_config(read_json(path), Path(path))
 
 
 def load(
@@ -81,7 +113,8 @@ def load(
     model_name, tag, folder = resolve(name, pretrained)
     if folder is not None and (hf_layout := check_local_dir(folder)) is not None:
         # transformers' CLIP (e.g. Kandinsky 2.2's prior repository): converted on load
-        model, preprocess, tokenizer = load_hf_clip(hf_layout)
+        with weights_errors(folder):
+            model, preprocess, tokenizer = load_hf_clip(hf_layout)
         model = model.to(placement.load_device, dt)
         return Encoder(model, preprocess, tokenizer, name=name, device=dev, dtype=dt, placement=placement)
     if folder is None and model_name not in open_clip.list_models() and not model_name.startswith("hf-hub:"):
@@ -89,7 +122,11 @@ def load(
             f"unknown encoder {name!r}: not a bundled preset, folder, hf-hub repo or open_clip "
             f"architecture (see open_clip.list_models())"
         )
-    try:
+    if model_name.startswith("hf-hub:"):
+        check_hub_config(model_name[len("hf-hub:") :], cache_dir)
+    if tag and Path(tag).expanduser().exists() and not tag.endswith(".safetensors"):
+        raise WeightsError(f"pretrained={tag!r}: only .safetensors weight files are loaded (pickles never are)")
+    with weights_errors(f"could not load encoder {name!r}"):
         model, _, preprocess = open_clip.create_model_and_transforms(
             model_name,
             pretrained=tag,
@@ -98,7 +135,5 @@ def load(
             cache_dir=cache_dir,
         )
         tokenizer = open_clip.get_tokenizer(model_name, cache_dir=cache_dir)
-    except (OSError, RuntimeError, ValueError) as err:
-        raise WeightsError(f"could not load encoder {name!r}: {err}") from err
     logging.getLogger(__name__).info("loaded encoder %s on %s (%s)", name, dev, dt)
     return Encoder(model, preprocess, tokenizer, name=name, device=dev, dtype=dt, placement=placement)

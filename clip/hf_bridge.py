@@ -9,7 +9,6 @@ the prior sees exactly the token ids, states and embeddings it was trained on.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from open_clip.transform import image_transform
 
 from .checkpoint import read_safetensors
 from .errors import WeightsError
+from .weights_files import config_value, read_json
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -47,7 +47,7 @@ def find_hf_clip(folder: Path) -> HFClipFolders | None:
             processor if (processor / "preprocessor_config.json").is_file() else None,
         )
     config = folder / "config.json"
-    if config.is_file() and json.loads(config.read_text()).get("model_type") == "clip":
+    if config.is_file() and read_json(config).get("model_type") == "clip":
         processor = folder if (folder / "preprocessor_config.json").is_file() else None
         return HFClipFolders(folder, folder, folder, processor)
     return None
@@ -55,9 +55,11 @@ def find_hf_clip(folder: Path) -> HFClipFolders | None:
 
 def _sub_config(folder: Path, part: str) -> dict:
     """The text or vision config of a CLIPModel, CLIPTextModelWithProjection or CLIPVisionModelWithProjection."""
-    data = json.loads((folder / "config.json").read_text())
+    path = folder / "config.json"
+    data = read_json(path)
     if data.get("model_type") == "clip":
-        return {**data[f"{part}_config"], "projection_dim": data.get("projection_dim", 512)}
+        sub = config_value(data, f"{part}_config", dict, path)
+        return {**sub, "projection_dim": data.get("projection_dim", 512)}
     return data
 
 
@@ -188,7 +190,7 @@ def load_hf_clip(folders: HFClipFolders) -> tuple[CLIP, object, HFTokenizer]:
         raise WeightsError(f"{folders.text.parent}: weights do not fit (missing {missing[:5]}, extra {unexpected[:5]})")
     mean, std, size = OPENAI_MEAN, OPENAI_STD, vision["image_size"]
     if folders.image_processor is not None:
-        proc = json.loads((folders.image_processor / "preprocessor_config.json").read_text())
+        proc = read_json(folders.image_processor / "preprocessor_config.json")
         mean, std = tuple(proc.get("image_mean", mean)), tuple(proc.get("image_std", std))
     preprocess = image_transform(size, is_train=False, mean=mean, std=std, resize_mode="shortest")
     return model, preprocess, HFTokenizer(folders.tokenizer, text.get("max_position_embeddings", 77))

@@ -13,28 +13,15 @@ from PIL import Image, ImageOps
 
 from .errors import InvalidImageError
 
-ImageInput = Image.Image | str | os.PathLike | bytes | np.ndarray
+ImageInput = Image.Image | os.PathLike | bytes | np.ndarray  # never str: a str is text
 
 MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 
-def _open(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+def _open(source: os.PathLike | bytes, name: str | None = None) -> Image.Image:
     name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
-    if isinstance(source, bytes):
-        data = source
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise InvalidImageError(f"{name}: no such file")
-        if path.is_dir():
-            raise InvalidImageError(f"{name}: is a folder, not an image file")
-        size = path.stat().st_size
-        if size == 0:
-            raise InvalidImageError(f"{name}: file is empty (0 bytes)")
-        if size > MAX_FILE_BYTES:
-            raise InvalidImageError(f"{name}: file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
-        data = path.read_bytes()
+    data = source if isinstance(source, bytes) else _read_file(Path(source), name)
     if not data:
         raise InvalidImageError(f"{name}: no image data (0 bytes)")
     try:
@@ -51,6 +38,26 @@ def _open(source: str | os.PathLike | bytes, name: str | None = None) -> Image.I
     except Exception as err:
         raise InvalidImageError(f"{name}: image data is corrupt or truncated ({err})") from err
     return image
+
+
+def _read_file(path: Path, name: str) -> bytes:
+    """The bytes of a regular image file; InvalidImageError naming what the path is instead (missing, a broken
+    link, a folder, a FIFO or device: never opened, so a pipe cannot hang the caller) or why it cannot be read."""
+    try:
+        if not path.exists():
+            raise InvalidImageError(f"{name}: {'broken symbolic link' if path.is_symlink() else 'no such file'}")
+        if path.is_dir():
+            raise InvalidImageError(f"{name}: is a folder, not an image file")
+        if not path.is_file():
+            raise InvalidImageError(f"{name}: not a regular file (a FIFO, socket or device)")
+        size = path.stat().st_size
+        if size == 0:
+            raise InvalidImageError(f"{name}: file is empty (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise InvalidImageError(f"{name}: file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
+        return path.read_bytes()
+    except OSError as err:  # permission denied, name too long, I/O error...
+        raise InvalidImageError(f"{name}: cannot read the file ({err.strerror or err})") from err
 
 
 def _check_pixels(image: Image.Image, name: str) -> None:
@@ -92,7 +99,10 @@ def to_rgb(image: Image.Image) -> Image.Image:
         scale = 1 / 256 if image.mode != "I" or np.asarray(image).max() > 255 else 1
         image = Image.fromarray(np.clip(np.asarray(image, np.float64) * scale, 0, 255).astype(np.uint8), "L")
     elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
+        values = np.asarray(image)
+        if not np.isfinite(values).all():
+            raise InvalidImageError("float image (mode F) holds NaN or infinite values")
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -103,13 +113,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_image(source: ImageInput, name: str | None = None) -> Image.Image:
-    """An RGB PIL image from a PIL image, a path, raw bytes or a numpy array; InvalidImageError otherwise.
+    """An RGB PIL image from a PIL image, a `pathlib.Path` (any os.PathLike), raw bytes or a numpy array;
+    InvalidImageError otherwise.
 
-    `name` is how errors refer to the source (e.g. an upload's original file name instead of a temp path)."""
+    A plain `str` is refused: across the API a str is text (a prompt, a label), never a file path, so text that
+    reaches an image parameter (e.g. from a web form) can never open a file. `name` is how errors refer to the
+    source (e.g. an upload's original file name instead of a temp path)."""
+    if isinstance(source, str):
+        raise InvalidImageError(
+            f"got the text {source[:80]!r} where an image is expected; pass pathlib.Path(...) to read an image "
+            f"file, or a PIL image, array or bytes"
+        )
     if isinstance(source, Image.Image):
         _check_pixels(source, "image")
         image = source
-    elif isinstance(source, (str, os.PathLike, bytes)):
+    elif isinstance(source, (os.PathLike, bytes)):
         image = _open(source, name)
     elif isinstance(source, np.ndarray):
         image = _from_array(source)
@@ -124,9 +142,13 @@ def load_image(source: ImageInput, name: str | None = None) -> Image.Image:
 
 
 def load_images(sources: ImageInput | Iterable[ImageInput]) -> list[Image.Image]:
-    """One or many image inputs to a list of RGB images (a single input becomes a list of one)."""
-    if isinstance(sources, (Image.Image, str, os.PathLike, bytes)) or (
-        isinstance(sources, np.ndarray) and sources.ndim in (2, 3)
+    """One or many image inputs to a list of RGB images (a single input becomes a list of one; anything that is
+    not a list of inputs is read as one, so `None` or `5` is refused by load_image with its type named)."""
+    single = (Image.Image, str, os.PathLike, bytes, bytearray, memoryview)
+    if (
+        isinstance(sources, single)
+        or not isinstance(sources, Iterable)
+        or (isinstance(sources, np.ndarray) and sources.ndim != 4)
     ):
         sources = [sources]
     images = [load_image(s) for s in sources]

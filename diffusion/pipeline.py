@@ -6,7 +6,6 @@ space, img2img, best-of-N reranking by the encoder and DALL-E 2's prior candidat
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from clip.devices import resolve_device, resolve_dtype
 from clip.encoder import check_texts
 from clip.errors import InvalidSettingError, InvalidTextError, WeightsError
 from clip.images import ImageInput, load_image
+from clip.weights_files import check_folder, config_value, positive_int, read_json, weights_errors
 from weights import SHAPES_DIR
 from weights.manifest import MANIFEST, verify_manifest
 
@@ -114,7 +114,8 @@ class UnCLIPGenerator:
         **settings,
     ) -> list[Image.Image]:
         """Blend prompts and images: their image embeddings (prompts through the prior) mixed by `weights`
-        (non-negative, normalised to sum 1), then decoded."""
+        (non-negative, normalised to sum 1), then decoded. Every `str` item is a prompt; images are PIL images,
+        arrays, bytes or `pathlib.Path` files."""
         s = self.defaults.updated(seed=seed, num_images=num_images, **settings)
         self._check_batch(s.num_images * s.best_of)
         if not items or len(items) != len(weights):
@@ -124,7 +125,7 @@ class UnCLIPGenerator:
         generator = _generator(s.seed)
         parts = []
         for item in items:
-            if isinstance(item, str) and not Path(item).is_file():
+            if isinstance(item, str):  # always a prompt: a str never names a file (images come as Path or pixels)
                 one = s.updated(num_images=1, best_of=1)  # one embedding per prompt
                 embeds, _ = self._prior(check_texts(item, "prompt"), None, one, generator, progress)
                 parts.append(embeds.float())
@@ -304,13 +305,12 @@ def load_stages(
     dev = encoder.device if device is None else resolve_device(device)
     dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
     store = encoder.placement.load_device if dev == encoder.device else dev
-    try:
+    for folder in {prior_folder, decoder_folder}:
+        check_folder(folder)  # before diffusers reads a config
+    # diffusers: missing files, no safetensors where we demand them, corrupt weights, malformed configs
+    with weights_errors(f"cannot load the generator from {prior_folder} and {decoder_folder} (safetensors only)"):
         prior = PriorStage.from_pretrained(prior_folder, encoder, prior_scheduler, normalize_text)
         decoder = DecoderStage.from_pretrained(decoder_folder, store, dt)
-    except (OSError, ValueError) as err:  # diffusers: missing files, or no safetensors where we demand them
-        raise WeightsError(
-            f"cannot load the generator from {prior_folder} and {decoder_folder} (safetensors only): {err}"
-        ) from err
     if prior.prior.config.embedding_dim != encoder.embed_dim:
         raise WeightsError(
             f"the prior works on {prior.prior.config.embedding_dim}-d embeddings; "
@@ -354,10 +354,17 @@ def load(
         )
     if (folder / MANIFEST).is_file():
         verify_manifest(folder)
-    config = json.loads((folder / CONFIG).read_text())
+    check_folder(folder)
+    path = folder / CONFIG
+    config = read_json(path)
+    encoder_name = config_value(config, "encoder", str, path)
+    image_size = positive_int(config, "image_size", path)
+    normalize_text = config_value(config, "prior_normalize_text", bool, path, default=False)
+    try:
+        defaults = GenerationSettings().updated(**config_value(config, "defaults", dict, path, default={}))
+    except InvalidSettingError as err:
+        raise WeightsError(f"{path}: key 'defaults': {err}") from err
     if encoder is None:
-        encoder = clip.load(config["encoder"], device=device, dtype=dtype, offload=offload)
-    normalize_text = config.get("prior_normalize_text", False)
+        encoder = clip.load(encoder_name, device=device, dtype=dtype, offload=offload)
     prior, decoder = load_stages(folder, folder, encoder, device, dtype, normalize_text=normalize_text)
-    defaults = GenerationSettings().updated(**config.get("defaults", {}))
-    return UnCLIPGenerator(prior, decoder, encoder, config["image_size"], defaults, name)
+    return UnCLIPGenerator(prior, decoder, encoder, image_size, defaults, name)

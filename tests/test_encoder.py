@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import clip
-from clip.errors import InvalidLabelsError, InvalidTextError, WeightsError
+from clip.errors import InvalidImageError, InvalidLabelsError, InvalidTextError, WeightsError
 from tests.tiny_models import make_tiny_encoder_dir
 from weights import SHAPES_DIR
 from weights.world import render, sample_scene
@@ -61,8 +61,10 @@ def test_inputs_in_any_form_give_the_same_embedding(tiny, tmp_path):
     image.save(path)
     rgba = image.convert("RGBA")
     ref = tiny.encode_image(image)
-    for variant in (path, str(path), np.asarray(image), rgba, path.read_bytes()):
+    for variant in (path, np.asarray(image), rgba, path.read_bytes()):
         assert (tiny.encode_image(variant) - ref).abs().max() < 1e-6
+    with pytest.raises(InvalidImageError, match="pathlib.Path"):  # a str is text, never a file path
+        tiny.encode_image(str(path))
     resized = tiny.encode_image(image.resize((128, 128), Image.NEAREST))  # other sizes go through the transform
     assert resized.shape == ref.shape
 

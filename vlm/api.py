@@ -10,9 +10,10 @@ from PIL import Image
 
 import clip
 from clip.devices import resolve_device, resolve_dtype
-from clip.encoder import check_texts
-from clip.errors import InvalidTextError, WeightsError
+from clip.encoder import check_batch_size, check_texts
+from clip.errors import InvalidImageError, InvalidTextError, WeightsError
 from clip.images import ImageInput, load_images
+from clip.weights_files import check_folder
 from weights import SHAPES_DIR
 from weights.manifest import MANIFEST, verify_manifest
 
@@ -60,14 +61,16 @@ class Captioner:
         batch_size: int = 32,
         **generation,
     ) -> list[str]:
-        """One answer per (image, question) pair; one question is asked of every image."""
+        """One answer per (image, question) pair; one question is asked of every image. `generation`: the
+        settings of GenerationConfig (an unknown name is an InvalidSettingError)."""
+        cfg = GenerationConfig.from_kwargs(**generation)
+        batch_size = check_batch_size(batch_size)
         images = load_images(images)
         questions = check_texts(questions, "question")
         if len(questions) == 1:
             questions = questions * len(images)
         if len(questions) != len(images):
             raise InvalidTextError(f"{len(images)} images but {len(questions)} questions")
-        cfg = GenerationConfig(**generation).checked()
         answers: list[str] = []
         for i in range(0, len(images), batch_size):
             embeds, valid = self._prefixes(
@@ -81,10 +84,20 @@ class Captioner:
         return self.ask(images, self.vlm.config.caption_prompt, **generation)
 
     def stream(self, image: ImageInput, prompt: str | None = None, **generation) -> Iterator[str]:
-        """Text pieces of one answer (or caption, without a prompt) as they are decoded."""
-        cfg = GenerationConfig(**generation).checked()
-        prompt = self.vlm.config.caption_prompt if prompt is None else check_texts(prompt, "prompt")[0]
-        embeds, valid = self._prefixes(load_images(image)[:1], [prompt], cfg.max_new_tokens)
+        """Text pieces of one answer (or caption, without a prompt) as they are decoded. One image and one prompt:
+        more of either is an error (they would not be streamed). Inputs are checked when the call is made; the
+        models run only as pieces are asked for (so a caller can hold a lock per piece)."""
+        cfg = GenerationConfig.from_kwargs(**generation)
+        images = load_images(image)
+        if len(images) != 1:
+            raise InvalidImageError(f"stream takes one image, got {len(images)}; use ask or caption for several")
+        prompts = [self.vlm.config.caption_prompt] if prompt is None else check_texts(prompt, "prompt")
+        if len(prompts) != 1:
+            raise InvalidTextError(f"stream takes one prompt, got {len(prompts)}")
+        return self._stream(images, prompts, cfg)
+
+    def _stream(self, images: list[Image.Image], prompts: list[str], cfg: GenerationConfig) -> Iterator[str]:
+        embeds, valid = self._prefixes(images, prompts, cfg.max_new_tokens)
         yield from self.generator.stream(embeds, valid, cfg)
 
 
@@ -101,11 +114,12 @@ def load(
     `compile`: decode with a torch.compile'd static-shape step (faster per token; the first caption of each
     batch size and length bucket waits for the compiler).
     """
-    folder = BUNDLED.get(name, Path(name).expanduser())
-    if not Path(folder).is_dir():
+    folder = Path(BUNDLED.get(name, Path(name).expanduser()))
+    if not folder.is_dir():
         raise WeightsError(f"VLM folder not found: {folder}")
-    if (Path(folder) / MANIFEST).is_file():
+    if (folder / MANIFEST).is_file():
         verify_manifest(folder)
+    check_folder(folder)
     model = VLM.from_pretrained(folder)
     codec = TextCodec.load(folder, **model.config.special_tokens)
     if encoder is None:

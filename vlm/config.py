@@ -7,8 +7,19 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from clip.errors import WeightsError
+from clip.weights_files import check_fields, read_json, weights_errors
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
+POSITIVE_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+)
 
 
 @dataclass
@@ -31,6 +42,13 @@ class DecoderConfig:
     qk_norm: bool = False
 
     def __post_init__(self) -> None:
+        """Types and ranges checked here, so a malformed config.json fails at load naming its key."""
+        check_fields(self)
+        for name in POSITIVE_FIELDS:
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
+            raise ValueError("rms_norm_eps and rope_theta must be positive")
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
@@ -70,9 +88,8 @@ class DecoderConfig:
     @classmethod
     def load(cls, folder: str | Path) -> DecoderConfig:
         path = Path(folder) / "config.json"
-        if not path.is_file():
-            raise WeightsError(f"{path} is missing")
-        return cls.from_hf(json.loads(path.read_text()))
+        with weights_errors(path):
+            return cls.from_hf(read_json(path))
 
     def save(self, folder: str | Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)

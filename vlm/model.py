@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from clip.errors import WeightsError
+from clip.weights_files import check_fields, config_value, load_safetensors, read_json, weights_errors
 
 from .config import DecoderConfig
 from .decoder import Decoder
@@ -32,6 +33,11 @@ class VLMConfig:
     sep: str = SEP
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos/eos/pad names when not the world's
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.vision_width < 1 or self.shuffle < 1:
+            raise ValueError(f"vision_width and shuffle must be at least 1, got {self.vision_width}, {self.shuffle}")
 
 
 class VLM(nn.Module):
@@ -108,16 +114,12 @@ class VLM(nn.Module):
     def from_pretrained(cls, folder: str | Path) -> VLM:
         folder = Path(folder)
         path = folder / "config.json"
-        if not path.is_file():
-            raise WeightsError(f"{path} is missing")
-        data = json.loads(path.read_text())
+        data = read_json(path)
         if "vlm" not in data:
             raise WeightsError(f"{path} has no 'vlm' section: not a VLM folder")
-        cfg = VLMConfig(**data["vlm"], decoder=DecoderConfig.from_hf(data))
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise WeightsError(f"{weights} is missing")
-        state = load_file(str(weights))
+        with weights_errors(path):
+            cfg = VLMConfig(**config_value(data, "vlm", dict, path), decoder=DecoderConfig.from_hf(data))
+        state = load_safetensors(folder / "model.safetensors")
         state = {(k if k.startswith("projector.") else f"decoder.{k}"): v for k, v in state.items()}
         model = cls(cfg)
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -35,7 +35,11 @@ class TextCodec:
         path = Path(folder) / "tokenizer.json"
         if not path.is_file():
             raise WeightsError(f"{path} is missing")
-        return cls(Tokenizer.from_file(str(path)), **names)
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # the tokenizers library raises a bare Exception on a malformed file
+            raise WeightsError(f"{path} is not a readable tokenizer ({err})") from err
+        return cls(tokenizer, **names)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from clip.errors import WeightsError
+from clip.weights_files import config_value, read_json
 
 MANIFEST = "manifest.json"
 UNCHECKED_SUFFIXES = (".md",)  # model cards may be edited without breaking the weights
@@ -34,20 +35,25 @@ def write_manifest(folder: str | Path) -> Path:
 
 
 def verify_manifest(folder: str | Path) -> None:
-    """Raise WeightsError naming the first missing or corrupted file listed in the folder's manifest."""
+    """Raise WeightsError naming the first missing or corrupted file listed in the folder's manifest (or the key
+    of a malformed manifest). Names must stay inside the folder."""
     folder = Path(folder)
     manifest = folder / MANIFEST
     if not folder.is_dir():
         raise WeightsError(f"weights folder not found: {folder}")
     if not manifest.is_file():
         raise WeightsError(f"{manifest} is missing; cannot verify the weights in {folder}")
-    try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError) as err:
-        raise WeightsError(f"{manifest} is not a valid manifest ({err})") from err
+    files = config_value(read_json(manifest), "files", dict, manifest)
+    root = folder.resolve()
     for name, entry in files.items():
+        where = f"files.{name}"
+        if not isinstance(entry, dict):
+            raise WeightsError(f"{manifest}: key {where!r} must be an object with sha256 and bytes")
+        digest, size = config_value(entry, "sha256", str, manifest), config_value(entry, "bytes", int, manifest)
         path = folder / name
+        if Path(name).is_absolute() or not path.resolve().is_relative_to(root):
+            raise WeightsError(f"{manifest}: key {where!r} names a file outside {folder}")
         if not path.is_file():
             raise WeightsError(f"{path} is missing (listed in {manifest})")
-        if path.stat().st_size != entry["bytes"] or sha256(path) != entry["sha256"]:
+        if path.stat().st_size != size or sha256(path) != digest:
             raise WeightsError(f"{path} is corrupted: its sha256 does not match {manifest}")
