@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
+from .checks import check_int
 from .errors import InvalidLabelsError, InvalidTextError
 from .images import ImageInput, load_images
 from .placement import Placement
@@ -20,6 +21,7 @@ from .templates import check_templates
 
 MAX_TEXT_CHARS = 4096  # longer text is refused; anything past the model's context is truncated
 LABEL_CACHE_SIZE = 64
+MAX_BATCH_SIZE = 65536
 
 
 @dataclass
@@ -33,17 +35,26 @@ class TextStates:
 
 def check_texts(texts: str | Iterable[str], what: str = "text", allow_empty: bool = False) -> list[str]:
     """A list of non-empty (unless allow_empty) strings of reasonable length, or InvalidTextError naming the
-    problem."""
-    items = [texts] if isinstance(texts, str) else list(texts)
+    problem. One string is a list of one; bytes are not text (decode them first)."""
+    if isinstance(texts, str):
+        items = [texts]
+    elif isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise InvalidTextError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
+    else:
+        items = list(texts)
     if not items:
         raise InvalidTextError(f"no {what} given")
     for i, t in enumerate(items):
         if not isinstance(t, str):
-            raise InvalidTextError(f"{what} #{i} is a {type(t).__name__}, not a string")
+            raise InvalidTextError(f"{what} #{i} must be a string, got {type(t).__name__}")
         if not t.strip() and not allow_empty:
             raise InvalidTextError(f"{what} #{i} is empty")
         if len(t) > MAX_TEXT_CHARS:
             raise InvalidTextError(f"{what} #{i} is {len(t)} characters long; the limit is {MAX_TEXT_CHARS}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as err:  # a lone surrogate: no tokenizer reads it, no UTF-8 channel carries it
+            raise InvalidTextError(f"{what} #{i} is not valid Unicode ({err.reason} at character {err.start})") from err
     return items
 
 
@@ -51,6 +62,8 @@ def check_labels(labels: str | Sequence[str]) -> tuple[str, ...]:
     """Labels for classification: at least one, none blank, none repeated (after stripping spaces)."""
     if isinstance(labels, str):
         raise InvalidLabelsError("labels must be a list of strings, not one string")
+    if isinstance(labels, (bytes, bytearray)) or not isinstance(labels, Iterable):
+        raise InvalidLabelsError(f"labels must be a list of strings, got {type(labels).__name__}")
     items = tuple(labels)
     if not items:
         raise InvalidLabelsError("the label list is empty")
@@ -66,6 +79,11 @@ def check_labels(labels: str | Sequence[str]) -> tuple[str, ...]:
             raise InvalidLabelsError(f"label {label!r} appears twice (#{seen[key]} and #{i})")
         seen[key] = i
     return tuple(label.strip() for label in items)
+
+
+def check_batch_size(batch_size: object) -> int:
+    """A batch size: a whole number from 1 to MAX_BATCH_SIZE."""
+    return check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
 
 
 def split_preprocess(preprocess: Callable) -> tuple[list[Callable], torch.Tensor, torch.Tensor, int]:
@@ -137,6 +155,16 @@ class Encoder:
         return int(self.patch_tokens(Image.new("RGB", (self.image_size, self.image_size))).shape[-1])
 
     @property
+    def vision_depth(self) -> int | None:
+        """How many blocks the vision tower has (patch_tokens' `layer` indexes them, negative from the end);
+        None for a tower of another kind."""
+        visual = self.model.visual
+        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)  # open_clip's native ViT
+        if blocks is None:
+            blocks = getattr(getattr(visual, "trunk", None), "blocks", None)  # timm tower
+        return None if blocks is None else len(blocks)
+
+    @property
     def pad_id(self) -> int:
         return int(getattr(getattr(self.model, "text", self.model), "pad_id", 0))
 
@@ -165,6 +193,7 @@ class Encoder:
         self, images: ImageInput | Iterable[ImageInput], batch_size: int = 256, normalize: bool = True
     ) -> torch.Tensor:
         """(N, D) float32 image embeddings, L2-normalised unless `normalize=False` (the unCLIP decoder's input)."""
+        batch_size = check_batch_size(batch_size)
         images = load_images(images)
         out = [
             self.model.encode_image(self._pixels(images[i : i + batch_size]), normalize=normalize)
@@ -175,6 +204,7 @@ class Encoder:
     @torch.inference_mode()
     def encode_text(self, texts: str | Iterable[str], batch_size: int = 256) -> torch.Tensor:
         """(N, D) float32 L2-normalised text embeddings."""
+        batch_size = check_batch_size(batch_size)
         texts = check_texts(texts)
         out = [
             self.model.encode_text(self.tokenizer(texts[i : i + batch_size]).to(self.device), normalize=True)
@@ -212,6 +242,8 @@ class Encoder:
         """(N, grid*grid, width) patch tokens of one vision block (default the last), before pooling and
         projection, class/prefix tokens removed; `normalize` applies the tower's final norm. Works for native
         and timm-based open_clip towers."""
+        depth = self.vision_depth or 1 << 16  # a tower of another kind checks the range itself
+        layer = check_int("layer", layer, -depth, depth - 1)
         out = self.model.visual.forward_intermediates(
             self.pixels(images),
             indices=[layer],

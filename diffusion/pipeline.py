@@ -73,7 +73,9 @@ class UnCLIPGenerator:
         GenerationSettings."""
         if output_type not in ("pil", "pt"):
             raise InvalidSettingError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
-        s = self.defaults.updated(seed=seed, steps=steps, guidance=guidance, num_images=num_images, **settings)
+        _check_callback(callback)
+        changes = dict(seed=seed, steps=steps, guidance=guidance, num_images=num_images, **settings)
+        s = self._settings("generate", changes, unused=("strength",))
         prompts = check_texts(prompts, "prompt")
         negatives = self._negatives(negative_prompt, len(prompts))
         self._check_batch(len(prompts) * s.num_images * s.best_of)
@@ -97,7 +99,8 @@ class UnCLIPGenerator:
         **settings,
     ) -> list[Image.Image]:
         """Images that share the given image's embedding: same content, new draws."""
-        s = self.defaults.updated(seed=seed, num_images=num_images, **settings)
+        _check_callback(callback)
+        s = self._settings("variations", dict(seed=seed, num_images=num_images, **settings), unused=("strength",))
         self._check_batch(s.num_images * s.best_of)
         embeds = self.encoder.encode_image(load_image(image), normalize=False)  # (1, D)
         return _to_pil(self._decode_one(embeds, s, _generator(s.seed), callback, progress))
@@ -148,9 +151,12 @@ class UnCLIPGenerator:
         progress: bool = True,
         **settings,
     ) -> list[Image.Image]:
-        """Redraw `image` toward `prompt`: `strength` 0 keeps the image, 1 ignores it."""
+        """Redraw `image` toward `prompt` (one prompt): `strength` 0 keeps the image, 1 ignores it."""
+        _check_callback(callback)
         s = self.defaults.updated(seed=seed, num_images=num_images, strength=strength, **settings)
-        prompts = check_texts(prompt, "prompt")[:1]
+        prompts = check_texts(prompt, "prompt")
+        if len(prompts) != 1:
+            raise InvalidTextError(f"img2img takes one prompt, got {len(prompts)}")
         self._check_batch(s.num_images * s.best_of)
         generator = _generator(s.seed)
         embeds, negative = self._prior(prompts, self._negatives(negative_prompt, 1), s, generator, progress)
@@ -171,11 +177,20 @@ class UnCLIPGenerator:
         progress: bool = False,
         **settings,
     ) -> list[Image.Image]:
-        """The decoder half alone, from (N, D) image embeddings (the zero image's as negative by default)."""
-        s = self.defaults.updated(seed=seed, **settings)
+        """The decoder half alone, from (N, D) image embeddings (the zero image's as negative by default): one
+        image per row. Settings: the decoder's (steps, guidance, scheduler) and the seed."""
+        prior_only = ("prior_steps", "prior_guidance", "prior_candidates", "num_images", "best_of", "strength")
+        s = self._settings("decode_embeddings", dict(seed=seed, **settings), unused=prior_only)
+        image_embeds = self._check_embeds(image_embeds, "image_embeds")
+        self._check_batch(len(image_embeds))
         if negative_image_embeds is None:
             negative_image_embeds = self.encoder.zero_image_embed().expand(len(image_embeds), -1)
-        s = s.updated(best_of=1)
+        negative_image_embeds = self._check_embeds(negative_image_embeds, "negative_image_embeds")
+        if negative_image_embeds.shape != image_embeds.shape:
+            raise InvalidSettingError(
+                f"negative_image_embeds has shape {tuple(negative_image_embeds.shape)}; "
+                f"image_embeds has {tuple(image_embeds.shape)}"
+            )
         return _to_pil(self._decode(image_embeds, negative_image_embeds, s, _generator(s.seed), None, None, progress))
 
     # ------------------------------------------------------------------ internals
@@ -254,6 +269,24 @@ class UnCLIPGenerator:
         best = scores.view(-1, s.best_of).argmax(dim=1) + torch.arange(len(pixels) // s.best_of) * s.best_of
         return pixels[best.to(pixels.device)]
 
+    def _settings(self, call: str, changes: dict, unused: tuple[str, ...] = ()) -> GenerationSettings:
+        """The defaults with one call's settings applied (None keeps a default). A setting the call has no use for
+        is an error, never silently ignored (e.g. strength outside img2img)."""
+        given = sorted(name for name in unused if changes.get(name) is not None)
+        if given:
+            raise InvalidSettingError(f"{call} does not use {', '.join(given)}")
+        return self.defaults.updated(**changes)
+
+    def _check_embeds(self, embeds: object, what: str) -> torch.Tensor:
+        """A finite (N, D) float tensor of the encoder's embedding size, N >= 1."""
+        dim = self.encoder.embed_dim
+        if not isinstance(embeds, torch.Tensor) or embeds.ndim != 2 or embeds.shape[0] < 1 or embeds.shape[1] != dim:
+            got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise InvalidSettingError(f"{what} must be an (N, {dim}) tensor, got {got}")
+        if not embeds.is_floating_point() or not bool(torch.isfinite(embeds).all()):
+            raise InvalidSettingError(f"{what} must hold finite floating-point values")
+        return embeds
+
     def _negatives(self, negative_prompt: str | Sequence[str] | None, n: int) -> list[str] | None:
         if negative_prompt is None:
             return None
@@ -277,6 +310,11 @@ class UnCLIPGenerator:
         if image.size != size:
             image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=1)
         return to_pixels([image], self.decoder.device)
+
+
+def _check_callback(callback: object) -> None:
+    if callback is not None and not callable(callback):
+        raise InvalidSettingError(f"callback must be callable (step, timestep, latents), got {type(callback).__name__}")
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 
+from clip.checks import MAX_SEED, check_int, check_real, is_real
 from clip.errors import InvalidSettingError
 
 from .schedulers import SCHEDULERS
@@ -14,7 +14,8 @@ DECODER_SCHEDULERS: tuple[str, ...] = tuple(name for name in SCHEDULERS if name 
 MAX_STEPS = 1000  # the schedules are trained on 1000 timesteps
 MAX_IMAGES = 16  # per prompt and call: more belongs in a loop, not one batch
 MAX_GUIDANCE = 100.0
-MAX_SEED = 2**63 - 1
+
+__all__ = ["DECODER_SCHEDULERS", "MAX_SEED", "GenerationSettings", "is_real"]
 
 
 @dataclass(frozen=True)
@@ -41,30 +42,29 @@ class GenerationSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None}).checked()
 
     def checked(self) -> GenerationSettings:
-        """Self, or InvalidSettingError naming the first bad value."""
-        for name, low, high in (
-            ("steps", 1, MAX_STEPS),
-            ("prior_steps", 1, MAX_STEPS),
-            ("num_images", 1, MAX_IMAGES),
-            ("best_of", 1, MAX_IMAGES),
-            ("prior_candidates", 1, MAX_IMAGES),
-            ("seed", 0, MAX_SEED),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise InvalidSettingError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-        for name, low, high in (("guidance", 0.0, MAX_GUIDANCE), ("prior_guidance", 0.0, MAX_GUIDANCE)):
-            value = getattr(self, name)
-            if not is_real(value) or not low <= value <= high:
-                raise InvalidSettingError(f"{name} must be a finite number in [{low}, {high}], got {value!r}")
-        if not is_real(self.strength) or not 0.0 <= self.strength <= 1.0:
-            raise InvalidSettingError(f"strength must be in [0, 1], got {self.strength!r}")
-        if self.scheduler not in DECODER_SCHEDULERS:
+        """A copy with every value checked (whole numbers as int, scales as float), or InvalidSettingError naming
+        the first bad one."""
+        counts = {
+            name: check_int(name, getattr(self, name), low, high)
+            for name, low, high in (
+                ("steps", 1, MAX_STEPS),
+                ("prior_steps", 1, MAX_STEPS),
+                ("num_images", 1, MAX_IMAGES),
+                ("best_of", 1, MAX_IMAGES),
+                ("prior_candidates", 1, MAX_IMAGES),
+                ("seed", 0, MAX_SEED),
+            )
+        }
+        scales = {
+            name: check_real(name, getattr(self, name), low, high)
+            for name, low, high in (
+                ("guidance", 0.0, MAX_GUIDANCE),
+                ("prior_guidance", 0.0, MAX_GUIDANCE),
+                ("strength", 0.0, 1.0),
+            )
+        }
+        if not isinstance(self.scheduler, str) or self.scheduler not in DECODER_SCHEDULERS:
             raise InvalidSettingError(
                 f"scheduler must be one of {', '.join(DECODER_SCHEDULERS)}; got {self.scheduler!r}"
             )
-        return self
-
-
-def is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return replace(self, **counts, **scales)

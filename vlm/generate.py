@@ -8,16 +8,21 @@ it would alone. `stream` yields text pieces as they are decoded.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, fields, replace
 
 import torch
+
+from clip.checks import check_int, check_real, check_seed
+from clip.errors import InvalidSettingError
 
 from .compiled_step import CompiledStep, bucketed
 from .decoder import Decoder
 from .masks import positions_from_valid, prefix_lm_mask
 
 MAX_NEW_TOKENS_LIMIT = 1024
+MAX_BEAMS = 32  # each beam holds a KV cache of its own
+MAX_TOP_K = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -30,26 +35,57 @@ class GenerationConfig:
     top_p: float = 1.0
     num_beams: int = 1
     length_penalty: float = 1.0
-    stop_strings: tuple[str, ...] = ()
+    stop_strings: str | tuple[str, ...] = ()  # one string is one stop string, as in transformers' generate
     seed: int | None = None
     use_cache: bool = True  # False recomputes the whole sequence every step (for benchmarks)
     ignore_eos: bool = False  # always generate max_new_tokens (for benchmarks)
 
+    @classmethod
+    def from_kwargs(cls, **settings: object) -> GenerationConfig:
+        """A checked config from keyword settings; an unknown name is an InvalidSettingError listing the known."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(settings) - known
+        if unknown:
+            raise InvalidSettingError(f"unknown generation settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**settings).checked()
+
     def checked(self) -> GenerationConfig:
-        """Validated copy; raises ValueError naming the bad setting."""
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-        if self.max_new_tokens > MAX_NEW_TOKENS_LIMIT:
-            raise ValueError(f"max_new_tokens is {self.max_new_tokens}; the limit is {MAX_NEW_TOKENS_LIMIT}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if not (0 < self.top_p <= 1) or self.top_k < 0:
-            raise ValueError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={self.top_p}, top_k={self.top_k}")
-        if self.num_beams < 1 or (self.num_beams > 1 and self.temperature > 0):
-            raise ValueError("num_beams must be >= 1, and beam search does not sample (temperature must be 0)")
-        if self.num_beams > 1 and not self.use_cache:
-            raise ValueError("beam search needs the KV cache")
-        return replace(self, stop_strings=tuple(s for s in self.stop_strings if s))
+        """Validated copy (numbers as int / float, stop strings as a tuple); InvalidSettingError naming the bad
+        setting."""
+        for name in ("use_cache", "ignore_eos"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidSettingError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        cfg = replace(
+            self,
+            max_new_tokens=check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT),
+            temperature=check_real("temperature", self.temperature, 0.0, math.inf),
+            top_k=check_int("top_k", self.top_k, 0, MAX_TOP_K),
+            top_p=check_real("top_p", self.top_p, 0.0, 1.0),
+            num_beams=check_int("num_beams", self.num_beams, 1, MAX_BEAMS),
+            length_penalty=check_real("length_penalty", self.length_penalty, -math.inf, math.inf),
+            stop_strings=_stop_strings(self.stop_strings),
+            seed=None if self.seed is None else check_seed(self.seed),
+        )
+        if cfg.top_p == 0:
+            raise InvalidSettingError("top_p must be above 0 (1 keeps every token)")
+        if cfg.num_beams > 1 and cfg.temperature > 0:
+            raise InvalidSettingError("beam search does not sample: with num_beams > 1, temperature must be 0")
+        if cfg.num_beams > 1 and not cfg.use_cache:
+            raise InvalidSettingError("beam search needs the KV cache (use_cache=True)")
+        return cfg
+
+
+def _stop_strings(stops: object) -> tuple[str, ...]:
+    """A str is one stop string; a list gives several; empty strings are dropped (they would stop at once)."""
+    if isinstance(stops, str):
+        stops = (stops,)
+    if isinstance(stops, (bytes, bytearray)) or not isinstance(stops, Iterable):
+        raise InvalidSettingError(f"stop_strings must be a string or a list of strings, got {type(stops).__name__}")
+    stops = tuple(stops)
+    for i, stop in enumerate(stops):
+        if not isinstance(stop, str):
+            raise InvalidSettingError(f"stop_strings #{i} must be a string, got {type(stop).__name__}")
+    return tuple(stop for stop in stops if stop)
 
 
 def _pick(logits: torch.Tensor, cfg: GenerationConfig, gen: torch.Generator | None) -> torch.Tensor:
