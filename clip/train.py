@@ -16,7 +16,8 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,19 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from weights.manifest import write_manifest
+from weights.manifest import MANIFEST, write_manifest
 from weights.world import DEFAULT_SIDE, random_prompt_spec, render
 from weights.world.dataset import StepBatches, scene_stream
 from weights.world.vocab import world_words
 
-from .checkpoint import load_checkpoint, save_checkpoint, training_record
+from .checkpoint import (
+    current_folder,
+    has_checkpoint,
+    load_checkpoint,
+    replace_folder,
+    save_checkpoint,
+    training_record,
+)
 from .encoder import split_preprocess
 from .losses import MultiPositiveClipLoss, MultiPositiveSigLipLoss
 from .wordlevel import build_word_tokenizer, save_for_transformers
@@ -69,17 +77,33 @@ def write_tokenizer(recipe: dict, folder: Path) -> None:
     save_for_transformers(tok, folder, recipe["model_cfg"]["text_cfg"]["context_length"])
 
 
+@contextmanager
+def export_folder(out: Path) -> Iterator[Path]:
+    """A weights folder written whole: fill the yielded temp folder; entries of the existing `out` it lacks (a
+    model card, a sample grid) are kept, the sha256 manifest is written last, and the folder replaces `out` in one
+    switch, so a crash leaves the old export or the new one, each matching its manifest."""
+    with replace_folder(out) as tmp:
+        yield tmp
+        old = current_folder(out)
+        for entry in sorted(old.iterdir()) if old else ():
+            target = tmp / entry.name
+            if entry.name == MANIFEST or target.exists():
+                continue
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
+        write_manifest(tmp)
+
+
 def export_local_dir(model: torch.nn.Module, recipe: dict, tokenizer_dir: Path, out: Path, info: dict) -> None:
-    """open_clip_config.json + open_clip_model.safetensors (fp16) + tokenizer + training.json + manifest."""
-    out.mkdir(parents=True, exist_ok=True)
+    """open_clip_config.json + open_clip_model.safetensors (fp16) + tokenizer + training.json + manifest, switched
+    into `out` whole (a crash keeps the previous export)."""
     config = {"model_cfg": model_config(recipe), "preprocess_cfg": recipe["preprocess_cfg"]}
-    (out / "open_clip_config.json").write_text(json.dumps(config, indent=1) + "\n")
     state = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "open_clip_model.safetensors"))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tokenizer_dir / name, out / name)
-    (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-    write_manifest(out)
+    with export_folder(out) as tmp:
+        (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=1) + "\n")
+        save_file(state, str(tmp / "open_clip_model.safetensors"))
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(tokenizer_dir / name, tmp / name)
+        (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
 
 
 class WorldBatches:
@@ -157,7 +181,7 @@ def train(
     )
     ckpt = workdir / "checkpoint"
     state = {"step": 0, "elapsed_s": 0.0}
-    if resume and (ckpt / "state.json").is_file():
+    if resume and has_checkpoint(ckpt):
         state = load_checkpoint(ckpt, model, optimizer)
         accelerator.print(f"resumed from {ckpt} at step {state['step']}")
     model, optimizer = accelerator.prepare(model, optimizer)

@@ -18,16 +18,22 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers import DDPMScheduler, UnCLIPScheduler, VQModel
+from diffusers import ConfigMixin, DDPMScheduler, ModelMixin, UnCLIPScheduler, VQModel
 from diffusers.training_utils import compute_snr
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 import clip
-from clip.checkpoint import load_checkpoint, save_checkpoint, training_record
-from clip.train import lr_at
-from weights.manifest import write_manifest
+from clip.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    replace_folder,
+    save_checkpoint,
+    training_record,
+    write_text_atomic,
+)
+from clip.train import export_folder, lr_at
 from weights.world.dataset import StepBatches
 
 from .data import Batch, CaptionedImages, WorldImages, to_pixels
@@ -82,7 +88,7 @@ class Run:
         ema = EMA(model, cfg["ema"]) if cfg.get("ema") else None
         extra = {"ema": ema.model} if ema else None
         state = {"step": 0, "elapsed_s": 0.0}
-        if self.resume and (ckpt / "state.json").is_file():
+        if self.resume and has_checkpoint(ckpt):
             state = load_checkpoint(ckpt, model, optimizer, extra)
             if ema:
                 ema.updates = state["step"]
@@ -271,17 +277,15 @@ def train(
     run = Run(recipe, workdir, data, workers, resume)
     finished = workdir / "finished"
     record: dict = {}
-    vae_dir = finished / "movq"
-    if resume and (vae_dir / "config.json").is_file():
-        vae = VQModel.from_pretrained(vae_dir, use_safetensors=True).to(run.device)
+    if resume and (finished / "vae.json").is_file():
+        vae = VQModel.from_pretrained(finished / "movq", use_safetensors=True).to(run.device)
         record["vae"] = json.loads((finished / "vae.json").read_text())
     else:
         done = train_vae(run, stop_after)
         if done is None:
             return None
         vae, record["vae"] = done
-        vae.save_pretrained(vae_dir)
-        (finished / "vae.json").write_text(json.dumps(record["vae"], indent=1))
+        finish_part(run.accelerator, finished, "vae", record["vae"], {"movq": vae})
     for part, fn, folder, sched_folder in (
         ("prior", lambda: train_prior(run, stop_after), "prior", "prior_scheduler"),
         ("decoder", lambda: train_decoder(run, vae, stop_after), "unet", "scheduler"),
@@ -293,9 +297,7 @@ def train(
         if done is None:
             return None
         model, record[part], scheduler = done
-        model.save_pretrained(finished / folder)
-        scheduler.save_pretrained(finished / sched_folder)
-        (finished / f"{part}.json").write_text(json.dumps(record[part], indent=1))
+        finish_part(run.accelerator, finished, part, record[part], {folder: model, sched_folder: scheduler})
     total = {"step": sum(record[p]["step"] for p in PARTS), "elapsed_s": sum(record[p]["elapsed_s"] for p in PARTS)}
     info = training_record(recipe, total, run.device, data=data or "shapes world", parts=record)
     if run.accelerator.is_main_process:
@@ -303,28 +305,43 @@ def train(
     return info
 
 
+def finish_part(
+    accelerator: Accelerator, finished: Path, part: str, record: dict, saved: dict[str, ModelMixin | ConfigMixin]
+) -> None:
+    """Write a trained part to `finished`: its marker `<part>.json` is removed, each folder is switched in whole,
+    and the marker (the part's record) is written strictly last, so a crash leaves the part unfinished and the next
+    run redoes it from its checkpoint (never pairing a new model with an old record)."""
+    if accelerator.is_main_process:
+        marker = finished / f"{part}.json"
+        marker.unlink(missing_ok=True)
+        for folder, model in saved.items():
+            with replace_folder(finished / folder) as tmp:
+                model.save_pretrained(tmp)
+        write_text_atomic(marker, json.dumps(record, indent=1))
+    accelerator.wait_for_everyone()
+
+
 def export(finished: Path, out: Path, recipe: dict, info: dict) -> None:
     """The generator folder: fp16 safetensors per model in diffusers' layout, generator.json, training.json,
-    manifest."""
+    manifest; switched into `out` whole (a crash keeps the previous export)."""
     from diffusers import PriorTransformer, UNet2DConditionModel
 
-    out.mkdir(parents=True, exist_ok=True)
-    for folder, cls in (("movq", VQModel), ("prior", PriorTransformer), ("unet", UNet2DConditionModel)):
-        model = cls.from_pretrained(finished / folder, use_safetensors=True, torch_dtype=torch.float16)
-        model.save_pretrained(out / folder, safe_serialization=True)
-    for folder in ("scheduler", "prior_scheduler"):
-        (out / folder).mkdir(exist_ok=True)
-        config = json.loads((finished / folder / "scheduler_config.json").read_text())
-        (out / folder / "scheduler_config.json").write_text(json.dumps(config, indent=1) + "\n")
     config = {
         "encoder": recipe["encoder"],
         "image_size": recipe["image_size"],
         "prior_normalize_text": recipe["prior"].get("normalize_text", False),
         "defaults": recipe["defaults"],
     }
-    (out / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
-    (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-    write_manifest(out)
+    with export_folder(out) as tmp:
+        for folder, cls in (("movq", VQModel), ("prior", PriorTransformer), ("unet", UNet2DConditionModel)):
+            model = cls.from_pretrained(finished / folder, use_safetensors=True, torch_dtype=torch.float16)
+            model.save_pretrained(tmp / folder, safe_serialization=True)
+        for folder in ("scheduler", "prior_scheduler"):
+            (tmp / folder).mkdir()
+            scheduler = json.loads((finished / folder / "scheduler_config.json").read_text())
+            (tmp / folder / "scheduler_config.json").write_text(json.dumps(scheduler, indent=1) + "\n")
+        (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+        (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,16 +17,20 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import clip
-from clip.checkpoint import load_checkpoint, save_checkpoint, training_record
+from clip.checkpoint import (
+    has_checkpoint,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+    training_record,
+)
 from clip.datasets import FileSamples, read_samples
-from clip.train import lr_at
+from clip.train import export_folder, lr_at
 from weights import presets
-from weights.manifest import write_manifest
 from weights.world.dataset import StepBatches
 
 from .config import DecoderConfig
@@ -107,15 +111,12 @@ def train(
     state = {"step": 0, "stage": 0, "elapsed_s": 0.0}
     stage_index = 0
     optimizer = make_optimizer(vlm, stages[0], recipe["weight_decay"])
-    if resume and (ckpt / "state.json").is_file():
-        saved = json.loads((ckpt / "state.json").read_text())["state"]
+    if resume and has_checkpoint(ckpt):
+        saved = read_checkpoint_state(ckpt)
         stage_index = stage_at(stages, saved["step"])[0]
         optimizer = make_optimizer(vlm, stages[stage_index], recipe["weight_decay"])
-        if saved["stage"] == stage_index:
-            state = load_checkpoint(ckpt, vlm, optimizer)
-        else:  # the checkpoint closed the previous stage: its optimizer state does not apply
-            state = saved
-            vlm.load_state_dict(load_file(str(ckpt / "model.safetensors")))
+        # a checkpoint that closed the previous stage restores the weights only: its optimizer state does not apply
+        state = load_checkpoint(ckpt, vlm, optimizer if saved["stage"] == stage_index else None)
         accelerator.print(f"resumed from {ckpt} at step {state['step']}")
     caption_prompt = vlm.config.caption_prompt
     vlm, optimizer = accelerator.prepare(vlm, optimizer)
@@ -173,11 +174,11 @@ def train(
         accelerator.print(f"stopped at step {state['step']} of {total}; run again to resume from {ckpt}")
         return None
     info = training_record(recipe, state, accelerator.device, data=data or "shapes world")
-    if accelerator.is_main_process:
-        model.save_pretrained(out)
-        codec.tokenizer.save(str(out / "tokenizer.json"))
-        (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-        write_manifest(out)
+    if accelerator.is_main_process:  # switched into `out` whole: a crash keeps the previous export
+        with export_folder(out) as tmp:
+            model.save_pretrained(tmp)
+            codec.tokenizer.save(str(tmp / "tokenizer.json"))
+            (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
 
