@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import open_clip
 import pytest
@@ -64,7 +65,7 @@ def test_training_exports_a_loadable_encoder(tmp_path, loss):
     assert all(v.dtype == torch.float16 for v in load_file(tmp_path / "out/open_clip_model.safetensors").values())
     enc = clip.load(str(tmp_path / "out"), device="cpu")
     assert enc.kind == loss
-    assert enc.classify(["weights/examples/scene-1.png"], ["a red circle", "a blue star"]).shape == (1, 2)
+    assert enc.classify([Path("weights/examples/scene-1.png")], ["a red circle", "a blue star"]).shape == (1, 2)
 
 
 def test_resume_continues_exactly(tmp_path):
