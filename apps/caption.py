@@ -16,7 +16,7 @@ import sys
 
 from tqdm.auto import tqdm
 
-from .inputs import batches, expand_inputs, read_batch
+from .inputs import batches, expand_inputs, fail, load_error, printable, read_batch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,13 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         "--compile", action="store_true", help="torch.compile the decode step: faster per token, slow first batch"
     )
     args = parser.parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"triptych-caption: error: {message}", file=sys.stderr)
-        return 2
+    prog = parser.prog
 
     import clip
     import vlm
+    from clip.encoder import check_texts
 
     generation = dict(
         max_new_tokens=args.max_new_tokens,
@@ -60,30 +58,34 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     try:
-        vlm.GenerationConfig(**generation).checked()
+        vlm.GenerationConfig.from_kwargs(**generation)
         if args.batch_size <= 0:
             raise ValueError("--batch-size must be positive")
-        if args.ask is not None and not args.ask.strip():
-            raise ValueError("--ask is empty")
-    except ValueError as err:
-        return fail(str(err))
-    files = expand_inputs(args.inputs, args.recursive)
-    if not files:
-        return fail("no image files found in the given inputs")
-    if args.stream and len(files) != 1:
-        return fail("--stream takes exactly one image")
+        if args.ask is not None:
+            check_texts(args.ask, "question")
+        files = expand_inputs(args.inputs, args.recursive)
+        if not files:
+            raise ValueError("no image files found in the given inputs")
+        if args.stream and len(files) != 1:
+            raise ValueError("--stream takes exactly one image")
+        streamed = clip.load_image(files[0][0], printable(files[0][0])) if args.stream else None
+    except (ValueError, clip.TriptychError) as err:
+        return fail(prog, err)
     try:
         encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
+    except Exception as err:  # a corrupt folder may fail inside any library: one line, never a traceback
+        return fail(prog, load_error("encoder", args.encoder, err))
+    try:
         captioner = vlm.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype, compile=args.compile)
-    except (clip.TriptychError, RuntimeError, ValueError) as err:
-        return fail(str(err))
+    except Exception as err:
+        return fail(prog, load_error("VLM", args.model, err))
 
-    if args.stream:
+    if streamed is not None:
         try:
-            for piece in captioner.stream(files[0][0], args.ask, **generation):
+            for piece in captioner.stream(streamed, args.ask, **generation):
                 print(piece, end="", flush=True)
         except clip.TriptychError as err:
-            return fail(str(err))
+            return fail(prog, err)
         print()
         return 0
 
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         disable=not any(folder for _, folder in files) or len(files) < 2,
     )
     for batch in batches(files, args.batch_size):
-        good, images, errors = read_batch(batch, "triptych-caption")
+        good, images, errors = read_batch(batch, prog)
         rows += errors
         if images:
             try:
@@ -106,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                     else captioner.caption(images, **generation)
                 )
             except clip.TriptychError as err:
-                return fail(str(err))
-            rows += [{"image": str(p), "text": t} for p, t in zip(good, texts, strict=True)]
+                return fail(prog, err)
+            rows += [{"image": printable(p), "text": t} for p, t in zip(good, texts, strict=True)]
         progress.update(len(batch))
     progress.close()
-    order = {str(path): i for i, (path, _) in enumerate(files)}
+    order = {printable(path): i for i, (path, _) in enumerate(files)}
     rows.sort(key=lambda r: order[r["image"]])
     if args.format == "json":
         print(json.dumps(rows, indent=1))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .inputs import batches, expand_inputs, read_batch
+from .inputs import batches, expand_inputs, fail, load_error, printable, read_batch
 
 
 def read_labels(inline: list[str] | None, label_file: str | None) -> list[str]:
@@ -64,15 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     args = parser.parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"triptych-classify: error: {message}", file=sys.stderr)
-        return 2
+    prog = parser.prog
 
     if args.top_k <= 0:
-        return fail("--top-k must be positive")
+        return fail(prog, "--top-k must be positive")
     if args.batch_size <= 0:
-        return fail("--batch-size must be positive")
+        return fail(prog, "--batch-size must be positive")
     import clip  # imported late: --help stays fast
     from clip.encoder import check_labels
     from clip.templates import check_templates
@@ -82,15 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         templates = check_templates(
             args.templates[0] if args.templates and len(args.templates) == 1 else args.templates
         )
+        files = expand_inputs(args.inputs, args.recursive)
     except (ValueError, clip.TriptychError) as err:
-        return fail(str(err))
-    files = expand_inputs(args.inputs, args.recursive)
+        return fail(prog, err)
     if not files:
-        return fail("no image files found in the given inputs")
+        return fail(prog, "no image files found in the given inputs")
     try:
         encoder = clip.load(args.model, device=args.device, dtype=args.dtype)
-    except (clip.TriptychError, RuntimeError, ValueError) as err:
-        return fail(str(err))
+    except Exception as err:  # a corrupt folder may fail inside any library: one line, never a traceback
+        return fail(prog, load_error("encoder", args.model, err))
 
     rows: list[dict] = []
     from_folder = any(folder for _, folder in files)
@@ -98,15 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         total=len(files), desc="classify", unit="img", disable=not from_folder or len(files) < 2, file=sys.stderr
     )
     for batch in batches(files, args.batch_size):
-        good, images, errors = read_batch(batch, "triptych-classify")
+        good, images, errors = read_batch(batch, prog)
         rows += errors
         if images:
-            probs = encoder.classify(images, labels, templates).cpu()
+            try:
+                probs = encoder.classify(images, labels, templates).cpu()
+            except clip.TriptychError as err:
+                return fail(prog, err)
             for path, p in zip(good, probs):
                 top = p.topk(min(args.top_k, len(labels)))
                 rows.append(
                     {
-                        "image": str(path),
+                        "image": printable(path),
                         "top": [
                             {"label": labels[i], "prob": round(float(v), 6)} for v, i in zip(top.values, top.indices)
                         ],
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         progress.update(len(batch))
     progress.close()
-    order = {str(path): i for i, (path, _) in enumerate(files)}
+    order = {printable(path): i for i, (path, _) in enumerate(files)}
     rows.sort(key=lambda r: order[r["image"]])
 
     if args.format == "json":

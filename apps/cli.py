@@ -6,7 +6,8 @@ triptych caption IMAGES                            captions                   (=
 triptych ask IMAGES --question "..."               answers                    (= triptych-caption --ask)
 triptych generate PROMPTS                          text-to-image              (= triptych-generate)
 triptych variations IMAGE                          unCLIP variations          (= triptych-generate --variations)
-triptych interpolate ITEMS --weights ...           blends                     (= triptych-generate --interpolate)
+triptych interpolate PROMPTS [--image FILE] --weights ...
+                                                   blends                     (= triptych-generate --interpolate)
 triptych presets | download PRESET [--to DIR]     real weights: list them, fetch one
 triptych evaluate | benchmark ...                  scores and speed tables
 """
@@ -43,7 +44,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "ask": (_ask, "answer a question about images (--question)"),
     "generate": (_run("generate"), "text-to-image"),
     "variations": (_run("generate", ("--variations",)), "unCLIP variations of an image"),
-    "interpolate": (_run("generate", ("--interpolate",)), "blend prompts and images (--weights)"),
+    "interpolate": (_run("generate", ("--interpolate",)), "blend prompts and --image files (--weights)"),
     "presets": (lambda argv: _module("presets_cli").list_main(argv), "list the named presets of real weights"),
     "download": (lambda argv: _module("presets_cli").download_main(argv), "fetch a preset's weights"),
     "evaluate": (_run("evaluate"), "scores on the shapes world"),

@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import TypeVar
+
+from .inputs import fail, load_error, writable_file
+
+T = TypeVar("T")
 
 THRESHOLDS = {  # issue 2's bar for the bundled encoder, shown beside the scores
     "in_distribution": {
@@ -59,6 +64,68 @@ def markdown_table(results: dict, thresholds: dict | None = None) -> str:
     return "\n".join(lines)
 
 
+class LoadError(Exception):
+    """A model that would not load (the message is one line, from load_error)."""
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Counts and generation settings, checked before any model loads."""
+    if args.count <= 0:
+        raise ValueError("--count must be positive")
+    if args.what == "diffusion":
+        from diffusion.settings import GenerationSettings
+
+        if args.images <= 0:
+            raise ValueError("--images must be positive")
+        GenerationSettings().updated(steps=args.steps, scheduler=args.scheduler)
+
+
+def load_model(what: str, name: str, load: Callable[[], T]) -> T:
+    try:
+        return load()
+    except Exception as err:  # a corrupt folder may fail inside any library: one line, never a traceback
+        raise LoadError(load_error(what, name, err)) from err
+
+
+def evaluate(args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """(scores by split and task, the bars they are held to when the model is the bundled one)."""
+    import clip
+
+    device, dtype = args.device, args.dtype
+    shared = args.what != "clip" and args.encoder
+    encoder = (
+        load_model("encoder", args.encoder, lambda: clip.load(args.encoder, device=device, dtype=dtype))
+        if shared
+        else None
+    )
+    if args.what == "clip":
+        from .eval_clip import evaluate_encoder
+
+        encoder = load_model("encoder", args.model, lambda: clip.load(args.model, device=device, dtype=dtype))
+        results = evaluate_encoder(encoder, count=args.count, seed=args.seed)
+        return results, THRESHOLDS if args.model == "shapes" else None
+    if args.what == "diffusion":
+        import diffusion
+
+        from .eval_diffusion import evaluate_generator
+
+        generator = load_model(
+            "generator", args.model, lambda: diffusion.load(args.model, encoder=encoder, device=device, dtype=dtype)
+        )
+        settings = {k: v for k, v in (("steps", args.steps), ("scheduler", args.scheduler)) if v is not None}
+        results = evaluate_generator(
+            generator, count=args.count, images_per_prompt=args.images, seed=args.seed, **settings
+        )
+        return results, GENERATOR_THRESHOLDS if args.model == "shapes" else None
+    import vlm
+
+    from .eval_vlm import evaluate_captioner
+
+    captioner = load_model("VLM", args.model, lambda: vlm.load(args.model, encoder=encoder, device=device, dtype=dtype))
+    results = evaluate_captioner(captioner, count=args.count, seed=args.seed)
+    return results, VLM_THRESHOLDS if args.model == "shapes" else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="triptych-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -94,44 +161,28 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--json")
     gen.add_argument("--markdown")
     args = parser.parse_args(argv)
-    if args.count <= 0:
-        parser.error("--count must be positive")
-
+    prog = parser.prog
     import clip
 
-    if args.what == "clip":
-        from .eval_clip import evaluate_encoder
-
-        encoder = clip.load(args.model, device=args.device, dtype=args.dtype)
-        results = evaluate_encoder(encoder, count=args.count, seed=args.seed)
-        bars = THRESHOLDS if args.model == "shapes" else None
-    elif args.what == "diffusion":
-        import diffusion
-
-        from .eval_diffusion import evaluate_generator
-
-        encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
-        generator = diffusion.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype)
-        settings = {k: v for k, v in (("steps", args.steps), ("scheduler", args.scheduler)) if v is not None}
-        results = evaluate_generator(
-            generator, count=args.count, images_per_prompt=args.images, seed=args.seed, **settings
-        )
-        bars = GENERATOR_THRESHOLDS if args.model == "shapes" else None
-    else:
-        import vlm
-
-        from .eval_vlm import evaluate_captioner
-
-        encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
-        captioner = vlm.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype)
-        results = evaluate_captioner(captioner, count=args.count, seed=args.seed)
-        bars = VLM_THRESHOLDS if args.model == "shapes" else None
+    try:
+        check_args(args)
+        json_path = writable_file(args.json, "--json") if args.json else None
+        markdown_path = writable_file(args.markdown, "--markdown") if args.markdown else None
+    except (ValueError, clip.TriptychError) as err:
+        return fail(prog, err)
+    try:
+        results, bars = evaluate(args)
+    except (LoadError, clip.TriptychError) as err:
+        return fail(prog, err)
     table = markdown_table(results, bars)
     report = {"model": args.model, "count": args.count, "seed": args.seed, "scores": results}
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+    try:
+        if json_path:
+            json_path.write_text(json.dumps(report, indent=1) + "\n")
+        if markdown_path:
+            markdown_path.write_text(table + "\n")
+    except OSError as err:
+        return fail(prog, f"cannot write the scores: {err}")
     print(table)
     return 0
 

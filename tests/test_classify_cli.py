@@ -74,6 +74,46 @@ def test_folder_continues_past_bad_files(capsys, model, tmp_path):
     assert "skipped" in err and "empty.png" in err
 
 
+def test_folder_reports_links_fifos_and_folders_named_like_images(capsys, model, tmp_path):
+    """Entries with an image name that are not regular files used to be skipped without a word."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    shutil.copy(f"{EXAMPLES}/scene-1.png", folder / "scene-1.png")
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "album.png").mkdir()
+    shutil.copy(f"{EXAMPLES}/scene-2.png", folder / "album.png" / "inner.png")
+    code, out, err = run(capsys, str(folder), "--labels", "a", "b", "--format", "json", "--model", model)
+    rows = {r["image"].rsplit("/", 1)[-1]: r for r in json.loads(out)}
+    assert code == 1 and set(rows) == {"scene-1.png", "gone.png", "pipe.png", "album.png"}
+    assert "broken symbolic link" in rows["gone.png"]["error"]
+    assert "not a regular file" in rows["pipe.png"]["error"]
+    assert "is a folder" in rows["album.png"]["error"]
+    assert all(name in err for name in ("gone.png", "pipe.png", "album.png"))
+    code, out, _ = run(capsys, str(folder), "--recursive", "--labels", "a", "b", "--format", "json", "--model", model)
+    names = [r["image"].rsplit("/", 1)[-1] for r in json.loads(out)]  # --recursive: album.png is descended into
+    assert code == 1 and "inner.png" in names and "album.png" not in names
+
+
+def test_undecodable_file_names_are_printed_escaped(capsys, model, tmp_path):
+    """A file name that is not UTF-8 (Python keeps its bytes as lone surrogates) is printed with \\x escapes instead
+    of failing the print after all the work."""
+    name = os.fsdecode(b"scene-\xff.png")
+    shutil.copy(f"{EXAMPLES}/scene-1.png", tmp_path / name)
+    for fmt in ("table", "csv", "json"):
+        code, out, _ = run(capsys, str(tmp_path), "--labels", "a", "b", "--format", fmt, "--model", model)
+        assert code == 0 and "scene-\\xff.png" in (json.loads(out)[0]["image"] if fmt == "json" else out)
+
+
+def test_corrupt_model_folder_is_one_line(capsys, model, tmp_path):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(model.removeprefix("local-dir:"), folder)
+    weights = folder / "open_clip_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    code, _, err = run(capsys, f"{EXAMPLES}/scene-1.png", "--labels", "a", "b", "--model", f"local-dir:{folder}")
+    assert code == 2 and err.count("\n") == 1 and "error:" in err and str(folder) in err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -82,6 +122,10 @@ def test_folder_continues_past_bad_files(capsys, model, tmp_path):
         (["--labels-file", "/no/such/file"], "cannot read labels file"),
         (["--labels", "a", "--top-k", "0"], "--top-k"),
         (["--labels", "a", "--templates", "no braces"], "exactly one"),
+        (["--labels", "a", "--templates", "{x} {}"], "exactly one"),
+        (["--labels", "a", "--templates", "{} {0}"], "exactly one"),
+        (["--labels", "a", "--templates", "{} {"], "not a valid format string"),
+        (["--labels", "a", "b", "--templates", "a {}", "{!r}"], "exactly one"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(capsys, model, args, message):

@@ -47,3 +47,13 @@ def test_classify_through_the_dispatcher(tmp_path, capsys) -> None:
     labels = [f"a {obj.color} {obj.shape}", "a tiny house"]
     assert main(["classify", str(path), "--labels", *labels, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["top"][0]["label"] == labels[0]
+
+
+def test_interpolate_marks_images_with_image(tmp_path, capsys):
+    """`triptych interpolate TEXT FILE` used to blend the file name as a prompt and exit 0; images now come with
+    --image, and a missing one is named (nothing is loaded before these checks)."""
+    out = ["--out", str(tmp_path), "--model", str(tmp_path / "no-model")]
+    assert main(["interpolate", "a red circle", "typo.png", *out]) == 2
+    assert "'typo.png' looks like an image file name" in capsys.readouterr().err
+    assert main(["interpolate", "a red circle", "--image", str(tmp_path / "typo.png"), *out]) == 2
+    assert "typo.png: no such file" in capsys.readouterr().err

@@ -306,7 +306,7 @@ def test_generate_cli_writes_files_and_a_grid(trained, tmp_path, capsys):
     scene = tmp_path / "scene.png"
     render(sample_scene(1)).save(scene)
     assert main(["--variations", str(scene), "--num-images", "2", *args]) == 0
-    assert main(["--interpolate", "a star", str(scene), "--weights", "1", "3", *args]) == 0
+    assert main(["--interpolate", "a star", "--image", str(scene), "--weights", "1", "3", *args]) == 0
     assert main(["a blue star", "--init-image", str(scene), "--strength", "0.5", *args]) == 0
     assert not list(out.glob(".*.tmp"))
     capsys.readouterr()

@@ -123,3 +123,39 @@ def test_bytes_and_lists():
     assert len(load_images(Image.new("RGB", (2, 2)))) == 1
     with pytest.raises(InvalidImageError, match="no images"):
         load_images([])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_float_images_holding_nan_or_inf_are_refused(value, tmp_path):
+    """A PIL float image (mode F, as TIFF files decode) used to be clipped silently: NaN became black."""
+    pixels = np.full((4, 4), 100.0, np.float32)
+    pixels[1, 2] = value
+    with pytest.raises(InvalidImageError, match="NaN or infinite"):
+        load_image(Image.fromarray(pixels, "F"))
+    path = tmp_path / "float.tif"
+    Image.fromarray(pixels, "F").save(path)
+    with pytest.raises(InvalidImageError, match="NaN or infinite"):
+        load_image(path)
+    assert load_image(Image.fromarray(np.full((4, 4), 100.0, np.float32), "F")).getpixel((0, 0)) == (100, 100, 100)
+
+
+@pytest.mark.parametrize("source", [None, 5, 2.5, object()])
+def test_non_images_are_named_by_type(source):
+    with pytest.raises(InvalidImageError, match=type(source).__name__):
+        load_images(source)
+
+
+def test_special_files_are_named_never_read(tmp_path):
+    """A FIFO is refused without opening it (reading one would block for ever); a dangling link says so."""
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(InvalidImageError, match="not a regular file"):
+        load_image(fifo)
+    link = tmp_path / "gone.png"
+    link.symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(InvalidImageError, match="broken symbolic link"):
+        load_image(link)
+    with pytest.raises(InvalidImageError, match="cannot read the file"):
+        load_image(tmp_path / ("x" * 300 + ".png"))  # a name too long for the file system

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ def test_captioner_shares_the_encoder_and_answers(trained, encoder_dir):
     enc = clip.load(encoder_dir, device="cpu")
     cap = vlm.load(str(trained), encoder=enc)
     assert cap.encoder is enc
-    images = ["weights/examples/scene-1.png", "weights/examples/scene-2.png"]
+    images = [Path("weights/examples/scene-1.png"), Path("weights/examples/scene-2.png")]
     captions = cap.caption(images, max_new_tokens=8)
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
     answers = cap.ask(images, ["what color is the background?", "how many objects are there?"], max_new_tokens=4)
@@ -127,7 +128,7 @@ def test_captioner_shares_the_encoder_and_answers(trained, encoder_dir):
 )
 def test_bad_input_is_refused(trained, encoder_dir, kwargs, error):
     cap = vlm.load(str(trained), encoder=clip.load(encoder_dir, device="cpu"))
-    args = {"images": "weights/examples/scene-1.png", "questions": "how many objects are there?", **kwargs}
+    args = {"images": Path("weights/examples/scene-1.png"), "questions": "how many objects are there?", **kwargs}
     with pytest.raises(error):
         cap.ask(**args)
 
@@ -160,7 +161,7 @@ def test_caption_cli(trained, encoder_dir, capsys, tmp_path):
     assert (
         streamed
         == vlm.load(str(trained), encoder=clip.load(encoder_dir, device="cpu")).caption(
-            "weights/examples/scene-1.png", max_new_tokens=6
+            Path("weights/examples/scene-1.png"), max_new_tokens=6
         )[0]
     )
     (tmp_path / "zero.png").write_bytes(b"")
