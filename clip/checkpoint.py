@@ -177,17 +177,6 @@ def load_checkpoint(
 
 
 # ---------------------------------------------------------------------- reading weights and records
-def read_safetensors(folder: Path, stem: str = "model") -> dict[str, torch.Tensor]:
-    """Every tensor of `<stem>.safetensors` or its shards `<stem>-*.safetensors` (pickles are never read)."""
-    files = sorted(Path(folder).glob(f"{stem}*.safetensors"))
-    if not files:
-        raise WeightsError(f"no {stem}*.safetensors in {folder} (pickled checkpoints are not loaded)")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    return state
-
-
 def training_record(recipe: dict, state: dict, device: torch.device | str, **extra) -> dict:
     """What a finished run writes to training.json: recipe, steps, wall time, device, final loss, versions."""
     return {

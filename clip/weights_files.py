@@ -162,6 +162,17 @@ def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} is not a readable safetensors file ({err})") from err
 
 
+def read_safetensors(folder: str | Path, stem: str = "model") -> dict[str, torch.Tensor]:
+    """Every tensor of `<stem>.safetensors` or its shards `<stem>-*.safetensors` (pickles are never read)."""
+    files = sorted(Path(folder).glob(f"{stem}*.safetensors"))
+    if not files:
+        raise WeightsError(f"no {stem}*.safetensors in {folder} (pickled checkpoints are not loaded)")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_safetensors(f))
+    return state
+
+
 @contextlib.contextmanager
 def weights_errors(where: str | Path) -> Iterator[None]:
     """Turn what a library raises on a malformed folder (a missing key, a wrong type, a zero width, a corrupt

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from clip.checkpoint import read_safetensors
 from clip.errors import WeightsError
+from clip.weights_files import read_safetensors
 
 from .config import DecoderConfig
 from .kv_cache import KVCache
