@@ -119,7 +119,7 @@ class UnCLIPGenerator:
         """Blend prompts and images: their image embeddings (prompts through the prior) mixed by `weights`
         (non-negative, normalised to sum 1), then decoded. Every `str` item is a prompt; images are PIL images,
         arrays, bytes or `pathlib.Path` files."""
-        s = self.defaults.updated(seed=seed, num_images=num_images, **settings)
+        s = self._settings("interpolate", dict(seed=seed, num_images=num_images, **settings), unused=("strength",))
         self._check_batch(s.num_images * s.best_of)
         if not items or len(items) != len(weights):
             raise InvalidSettingError(f"need one weight per item; got {len(items)} items and {len(weights)} weights")

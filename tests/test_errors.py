@@ -134,6 +134,11 @@ def test_a_str_stop_string_is_one_stop_string(captioner, image):
         (lambda g, im: g.generate("a star", callback=5, **FAST), InvalidSettingError, "callback"),
         (lambda g, im: g.generate("a star", strength=0.5, **FAST), InvalidSettingError, "generate does not use"),
         (lambda g, im: g.variations(im, strength=0.5, **FAST), InvalidSettingError, "variations does not use"),
+        (
+            lambda g, im: g.interpolate(["a star", im], [1, 1], strength=0.5, **FAST),
+            InvalidSettingError,
+            "interpolate does not use",
+        ),
         (lambda g, im: g.variations(None, **FAST), InvalidImageError, "NoneType"),
         (lambda g, im: g.img2img(im, ["a red circle", "a blue star"], **FAST), InvalidTextError, "one prompt"),
         (lambda g, im: g.img2img(im, "a star", negative_prompt=["a", "b"], **FAST), InvalidTextError, "negative"),

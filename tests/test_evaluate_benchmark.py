@@ -84,7 +84,9 @@ def test_bundled_encoder_meets_the_bar_on_fresh_samples(encoder):
 def test_bundled_encoder_names_the_examples(encoder):
     lines = Path("weights/examples/objects.txt").read_text().splitlines()
     labels = [line for line in lines if not line.startswith("#")]
-    probs = encoder.classify(["weights/examples/scene-1.png", "weights/examples/scene-4.png"], labels, "world")
+    probs = encoder.classify(
+        [Path("weights/examples/scene-1.png"), Path("weights/examples/scene-4.png")], labels, "world"
+    )
     assert [labels[i] for i in probs.argmax(-1)] == ["a red circle", "a purple star"]  # the second is held out
 
 
@@ -110,7 +112,7 @@ def test_bundled_vlm_meets_the_bar_on_fresh_samples(captioner):
 def test_bundled_vlm_describes_the_examples(captioner):
     from weights.world import caption, parse_image
 
-    paths = [f"weights/examples/scene-{i}.png" for i in range(1, 5)]
+    paths = [Path(f"weights/examples/scene-{i}.png") for i in range(1, 5)]
     truths = [caption(parse_image(clip.load_image(p))) for p in paths]  # the parser is exact on clean renders
     assert captioner.caption(paths[:3]) == truths[:3]
     assert captioner.ask(paths, "how many objects are there?") == [
