@@ -1,17 +1,18 @@
 """The shared CLIP/SigLIP encoder: `clip.load(name)` -> Encoder (embeddings, zero-shot classification,
 patch tokens for the VLM, token states for the prior)."""
 
-from .devices import resolve_device, resolve_dtype
-from .encoder import Encoder, TextStates
-from .errors import (
+from triptych.core.devices import resolve_device, resolve_dtype
+from triptych.core.errors import (
     InvalidImageError,
     InvalidLabelsError,
     InvalidTextError,
     TriptychError,
     WeightsError,
 )
+from triptych.core.images import load_image, load_images
+
+from .encoder import Encoder, TextStates
 from .factory import load
-from .images import load_image, load_images
 from .templates import IMAGENET, WORLD
 
 __all__ = [

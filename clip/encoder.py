@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from .checks import check_int
-from .errors import InvalidLabelsError, InvalidTextError
-from .images import ImageInput, load_images
-from .placement import Placement
+from triptych.core.checks import check_int
+from triptych.core.errors import InvalidLabelsError, InvalidTextError
+from triptych.core.images import ImageInput, load_images
+from triptych.core.placement import Placement
+
 from .templates import check_templates
 
 MAX_TEXT_CHARS = 4096  # longer text is refused; anything past the model's context is truncated

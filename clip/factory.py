@@ -8,18 +8,15 @@ from pathlib import Path
 import open_clip
 import torch
 
-from weights import (
-    SHAPES_DIR,
-    manifest,  # the modules, read at call time (they import clip.errors)
-    presets,
-)
+from triptych.core import manifest, presets
+from triptych.core.devices import precision_name, resolve_device, resolve_dtype
+from triptych.core.errors import WeightsError
+from triptych.core.placement import Placement
+from triptych.core.weights_files import check_folder, config_value, read_json, weights_errors
+from triptych.weights import SHAPES_DIR
 
-from .devices import precision_name, resolve_device, resolve_dtype
 from .encoder import Encoder
-from .errors import WeightsError
 from .hf_bridge import HFClipFolders, find_hf_clip, load_hf_clip
-from .placement import Placement
-from .weights_files import check_folder, config_value, read_json, weights_errors
 
 BUNDLED = {"shapes": SHAPES_DIR / "clip"}
 CHECKPOINT = "open_clip_model.safetensors"

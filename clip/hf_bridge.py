@@ -17,8 +17,8 @@ import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.transform import image_transform
 
-from .errors import WeightsError
-from .weights_files import config_value, read_json, read_safetensors
+from triptych.core.errors import WeightsError
+from triptych.core.weights_files import config_value, read_json, read_safetensors
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

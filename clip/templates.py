@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from string import Formatter
 
-from .errors import InvalidTextError
+from triptych.core.errors import InvalidTextError
 
 MAX_TEMPLATE_CHARS = 1024  # a label goes into every template; the text limit applies to the result as well
 

@@ -1,7 +1,7 @@
 """Contrastive training of an open_clip model on the shapes world (CLIP or SigLIP loss), through accelerate.
 
-    python -m clip.train --recipe weights/recipes/shapes_clip.json --out weights/shapes/clip
-    accelerate launch -m clip.train --recipe ...        # many GPUs / nodes
+    python -m triptych.clip.train --recipe weights/recipes/shapes_clip.json --out weights/shapes/clip
+    accelerate launch -m triptych.clip.train --recipe ...        # many GPUs / nodes
 
 Seeded, resumable from --workdir (safetensors checkpoints every `save_every` steps), progress bar, and a final
 export in open_clip's local-dir format (fp16) with a sha256 manifest.
@@ -31,12 +31,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 
-from weights.manifest import MANIFEST, write_manifest
-from weights.world import DEFAULT_SIDE, random_prompt_spec, render
-from weights.world.dataset import StepBatches, scene_stream
-from weights.world.vocab import world_words
-
-from .checkpoint import (
+from triptych.core.checkpoint import (
     current_folder,
     has_checkpoint,
     load_checkpoint,
@@ -44,9 +39,14 @@ from .checkpoint import (
     save_checkpoint,
     training_record,
 )
+from triptych.core.manifest import MANIFEST, write_manifest
+from triptych.core.wordlevel import build_word_tokenizer, save_for_transformers
+from triptych.world import DEFAULT_SIDE, random_prompt_spec, render
+from triptych.world.dataset import StepBatches, scene_stream
+from triptych.world.vocab import world_words
+
 from .encoder import split_preprocess
 from .losses import MultiPositiveClipLoss, MultiPositiveSigLipLoss
-from .wordlevel import build_word_tokenizer, save_for_transformers
 
 
 def model_config(recipe: dict) -> dict:
@@ -237,7 +237,7 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m clip.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m triptych.clip.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--recipe", default="weights/recipes/shapes_clip.json", help="recipe JSON")
     parser.add_argument("--out", default="weights/shapes/clip", help="export folder (open_clip local-dir)")

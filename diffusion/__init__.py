@@ -2,8 +2,8 @@
 img2img) — a diffusion prior and a latent-diffusion decoder on the shared encoder."""
 
 from .decoder import DecoderStage
-from .kandinsky import load_kandinsky
-from .pipeline import UnCLIPGenerator, load
+from .loading import load, load_kandinsky
+from .pipeline import UnCLIPGenerator
 from .prior import PriorStage
 from .schedulers import SCHEDULERS, make_scheduler
 from .settings import GenerationSettings

@@ -5,12 +5,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 
-from clip.datasets import FileSamples, read_samples
-from weights.world import describe_scene, render, sample_scene
+from triptych.core.datasets import FileSamples, read_samples
+from triptych.world import describe_scene, render, sample_scene
 
 Batch = tuple[list[Image.Image], list[str]]  # images, prompts
 
@@ -37,11 +35,3 @@ class CaptionedImages:
         images, _, captions = self.files(step)
         size = (self.side, self.side)
         return [im.resize(size, Image.Resampling.BICUBIC) if im.size != size else im for im in images], captions
-
-
-def to_pixels(images: list[Image.Image], device: torch.device | str = "cpu") -> torch.Tensor:
-    """PIL images -> (N, 3, H, W) float pixels in [-1, 1], the VAE's range, computed as diffusers'
-    VaeImageProcessor does to the last bit and left in its channels-last memory layout (the layout picks the
-    convolution kernels, and so the rounding)."""
-    arr = np.stack([np.asarray(im.convert("RGB")).astype(np.float32) / 255.0 for im in images])  # (N, H, W, 3)
-    return (2.0 * torch.from_numpy(arr) - 1.0).permute(0, 3, 1, 2).to(device)

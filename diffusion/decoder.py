@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 from tqdm.auto import tqdm
 
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, timestep, latents)
@@ -125,3 +127,11 @@ class DecoderStage:
             if callback is not None:
                 callback(i, int(t), latents)
         return latents
+
+
+def to_pixels(images: list[Image.Image], device: torch.device | str = "cpu") -> torch.Tensor:
+    """PIL images -> (N, 3, H, W) float pixels in [-1, 1], the VAE's range, computed as diffusers'
+    VaeImageProcessor does to the last bit and left in its channels-last memory layout (the layout picks the
+    convolution kernels, and so the rounding)."""
+    arr = np.stack([np.asarray(im.convert("RGB")).astype(np.float32) / 255.0 for im in images])  # (N, H, W, 3)
+    return (2.0 * torch.from_numpy(arr) - 1.0).permute(0, 3, 1, 2).to(device)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from diffusers import PriorTransformer, UNet2DConditionModel, VQModel
 
-import clip
+from triptych import clip
 
 
 def build_vae(config: dict) -> VQModel:

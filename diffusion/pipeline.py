@@ -7,29 +7,21 @@ space, img2img, best-of-N reranking by the encoder and DALL-E 2's prior candidat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import clip
-from clip.devices import resolve_device, resolve_dtype
-from clip.encoder import check_texts
-from clip.errors import InvalidSettingError, InvalidTextError, WeightsError
-from clip.images import ImageInput, load_image
-from clip.weights_files import check_folder, config_value, positive_int, read_json, weights_errors
-from weights import SHAPES_DIR
-from weights.manifest import MANIFEST, verify_manifest
+from triptych import clip
+from triptych.clip.encoder import check_texts
+from triptych.core.errors import InvalidSettingError, InvalidTextError
+from triptych.core.images import ImageInput, load_image
 
-from .data import to_pixels
-from .decoder import DecoderStage, StepCallback
+from .decoder import DecoderStage, StepCallback, to_pixels
 from .prior import PriorStage
 from .schedulers import make_scheduler, scheduler_name
 from .settings import GenerationSettings, is_real
 
-CONFIG = "generator.json"
-BUNDLED = {"shapes": SHAPES_DIR / "diffusion"}
 MAX_BATCH_IMAGES = 256  # prompts x num_images x best_of in one call
 
 
@@ -326,83 +318,3 @@ def _to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     """(N, 3, H, W) in [0, 1] -> PIL images (rounded as diffusers' numpy_to_pil does)."""
     arrays = (pixels.float().permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
     return [Image.fromarray(a) for a in arrays]
-
-
-def load_stages(
-    prior_folder: Path,
-    decoder_folder: Path,
-    encoder: clip.Encoder,
-    device: str | torch.device | None,
-    dtype: str | torch.dtype | None,
-    *,
-    prior_scheduler: str = "prior_scheduler",
-    normalize_text: bool = False,
-) -> tuple[PriorStage, DecoderStage]:
-    """The prior (`prior/` + its scheduler folder) and decoder (`unet/`, `movq/`, `scheduler/`) on the encoder's
-    device and dtype unless asked otherwise, registered with its placement (so offload covers them too)."""
-    dev = encoder.device if device is None else resolve_device(device)
-    dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
-    store = encoder.placement.load_device if dev == encoder.device else dev
-    for folder in {prior_folder, decoder_folder}:
-        check_folder(folder)  # before diffusers reads a config
-    # diffusers: missing files, no safetensors where we demand them, corrupt weights, malformed configs
-    with weights_errors(f"cannot load the generator from {prior_folder} and {decoder_folder} (safetensors only)"):
-        prior = PriorStage.from_pretrained(prior_folder, encoder, prior_scheduler, normalize_text)
-        decoder = DecoderStage.from_pretrained(decoder_folder, store, dt)
-    if prior.prior.config.embedding_dim != encoder.embed_dim:
-        raise WeightsError(
-            f"the prior works on {prior.prior.config.embedding_dim}-d embeddings; "
-            f"the encoder makes {encoder.embed_dim}-d ones"
-        )
-    prior.to(store, dt)
-    decoder.device = dev
-    for part, model in (("prior", prior.prior), ("unet", decoder.unet), ("movq", decoder.movq)):
-        encoder.placement.register(part, model)
-    return prior, decoder
-
-
-def load(
-    name: str = "shapes",
-    encoder: clip.Encoder | None = None,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-    offload: bool = False,
-) -> UnCLIPGenerator:
-    """Load a generator onto an encoder: "shapes", a generator folder (generator.json, prior/, prior_scheduler/,
-    unet/, movq/, scheduler/), a preset name ("kandinsky-2.2"), or a folder holding Kandinsky's prior and decoder
-    repositories. Pass the encoder already in use to share it; otherwise the generator's own is loaded.
-    Defaults: CUDA + fp16 when available, else CPU + fp32. `offload` (when the encoder is loaded here): models
-    wait on the CPU, each moved to the device only while it runs."""
-    from weights import presets
-
-    from .kandinsky import find_pair, load_kandinsky
-
-    if name in presets.PRESETS:
-        folders = presets.fetch(name)
-        if "prior" not in folders:
-            raise WeightsError(f"preset {name!r} has no generator")
-        return load_kandinsky(folders["prior"], folders["decoder"], encoder, device, dtype, name, offload)
-    folder = Path(BUNDLED.get(name, Path(name).expanduser()))
-    pair = find_pair(folder) if not (folder / CONFIG).is_file() else None
-    if pair is not None:
-        return load_kandinsky(*pair, encoder, device, dtype, name, offload)
-    if not (folder / CONFIG).is_file():
-        raise WeightsError(
-            f"{folder / CONFIG} is missing: not a generator folder (nor one holding Kandinsky's prior and decoder)"
-        )
-    if (folder / MANIFEST).is_file():
-        verify_manifest(folder)
-    check_folder(folder)
-    path = folder / CONFIG
-    config = read_json(path)
-    encoder_name = config_value(config, "encoder", str, path)
-    image_size = positive_int(config, "image_size", path)
-    normalize_text = config_value(config, "prior_normalize_text", bool, path, default=False)
-    try:
-        defaults = GenerationSettings().updated(**config_value(config, "defaults", dict, path, default={}))
-    except InvalidSettingError as err:
-        raise WeightsError(f"{path}: key 'defaults': {err}") from err
-    if encoder is None:
-        encoder = clip.load(encoder_name, device=device, dtype=dtype, offload=offload)
-    prior, decoder = load_stages(folder, folder, encoder, device, dtype, normalize_text=normalize_text)
-    return UnCLIPGenerator(prior, decoder, encoder, image_size, defaults, name)

@@ -16,7 +16,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from clip import Encoder
+from triptych.clip import Encoder
 
 
 class PriorStage:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UnCLIPScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from clip.errors import InvalidSettingError
+from triptych.core.errors import InvalidSettingError
 
 # name -> (class, overrides applied on top of the saved config)
 SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict]] = {

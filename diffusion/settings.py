@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from clip.checks import MAX_SEED, check_int, check_real, is_real
-from clip.errors import InvalidSettingError
+from triptych.core.checks import MAX_SEED, check_int, check_real, is_real
+from triptych.core.errors import InvalidSettingError
 
 from .schedulers import SCHEDULERS
 

@@ -2,8 +2,8 @@
 Seeded, resumable per model (safetensors checkpoints with optimizer and EMA state), progress bars, sample grids
 and metrics written while training.
 
-    python -m diffusion.train --recipe weights/recipes/shapes_diffusion.json --out weights/shapes/diffusion
-    python -m diffusion.train --data my_captioned_images/ --out my_generator   # bring your own data
+    python -m triptych.diffusion.train --recipe weights/recipes/shapes_diffusion.json --out weights/shapes/diffusion
+    python -m triptych.diffusion.train --data my_captioned_images/ --out my_generator   # bring your own data
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
-import clip
-from clip.checkpoint import (
+from triptych import clip
+from triptych.clip.train import export_folder, lr_at
+from triptych.core.checkpoint import (
     has_checkpoint,
     load_checkpoint,
     replace_folder,
@@ -33,14 +34,13 @@ from clip.checkpoint import (
     training_record,
     write_text_atomic,
 )
-from clip.train import export_folder, lr_at
-from weights.world.dataset import StepBatches
+from triptych.world.dataset import StepBatches
 
-from .data import Batch, CaptionedImages, WorldImages, to_pixels
-from .decoder import DecoderStage
+from .data import Batch, CaptionedImages, WorldImages
+from .decoder import DecoderStage, to_pixels
 from .ema import EMA
+from .loading import CONFIG
 from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
-from .pipeline import CONFIG
 from .prior import PriorStage
 from .schedulers import make_scheduler
 
@@ -346,7 +346,9 @@ def export(finished: Path, out: Path, recipe: dict, info: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m diffusion.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m triptych.diffusion.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--recipe", default="weights/recipes/shapes_diffusion.json")
     parser.add_argument("--out", default="weights/shapes/diffusion")

@@ -16,7 +16,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(scope="session")
 def encoder():
     """The bundled shapes encoder on CPU, loaded once."""
-    import clip
+    from triptych import clip
 
     return clip.load("shapes", device="cpu")
 
@@ -24,9 +24,8 @@ def encoder():
 @pytest.fixture(scope="session")
 def service(encoder):
     """Every bundled capability on the one session encoder."""
-    import diffusion
-    import vlm
-    from apps.service import Preset, Service
+    from triptych import diffusion, vlm
+    from triptych.apps.serve.service import Preset, Service
 
     return Service(
         Preset.resolve("shapes"),
@@ -41,7 +40,7 @@ def app_url(service):
     """The Gradio app on a free local port, serving `service` until the session ends."""
     import socket
 
-    from apps.app import build_app, launch
+    from triptych.apps.serve.app import build_app, launch
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -17,8 +17,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from diffusion.models import build_unet, build_vae
 from tests.tiny_diffusion import tiny_recipe
+from triptych.diffusion.models import build_unet, build_vae
 
 WIDTH = 32  # text width = embedding width, as the Kandinsky prior needs
 IMAGE_SIZE = 32

@@ -14,7 +14,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from weights.world import ALL_PAIRS, caption, render, sample_scene
+from triptych.world import ALL_PAIRS, caption, render, sample_scene
 
 OBJECT_LABELS = ", ".join(f"a {color} {shape}" for color, shape in ALL_PAIRS)
 ENDPOINTS = {"/classify", "/caption", "/ask", "/generate", "/variations", "/interpolate"}

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from apps.batching import MicroBatcher
+from triptych.apps.serve.batching import MicroBatcher
 
 
 def double_all(items: list[int]) -> list[int]:

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from apps.classify import main
 from tests.tiny_models import make_tiny_encoder_dir
+from triptych.apps.cli.classify import main
 
 EXAMPLES = "weights/examples"
 

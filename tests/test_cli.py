@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from apps.cli import COMMANDS, main
-from weights.world import render, sample_scene
+from triptych.apps.cli.main import COMMANDS, main
+from triptych.world import render, sample_scene
 
 
 def test_usage_lists_every_command(capsys) -> None:

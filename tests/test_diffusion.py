@@ -12,17 +12,15 @@ from diffusers import DDPMScheduler, KandinskyV22Img2ImgPipeline, KandinskyV22Pi
 from PIL import Image
 from safetensors.torch import load_file
 
-import clip
-import diffusion
-from clip.errors import InvalidImageError, InvalidSettingError, InvalidTextError, WeightsError
-from diffusion.data import to_pixels
-from diffusion.decoder import DecoderStage
-from diffusion.models import build_unet, build_vae, standardize_latents
-from diffusion.schedulers import make_scheduler
-from diffusion.train import train
 from tests.tiny_diffusion import tiny_recipe
 from tests.tiny_models import make_tiny_encoder_dir
-from weights.world import render, sample_scene
+from triptych import clip, diffusion
+from triptych.core.errors import InvalidImageError, InvalidSettingError, InvalidTextError, WeightsError
+from triptych.diffusion.decoder import DecoderStage, to_pixels
+from triptych.diffusion.models import build_unet, build_vae, standardize_latents
+from triptych.diffusion.schedulers import make_scheduler
+from triptych.diffusion.train import train
+from triptych.world import render, sample_scene
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +153,7 @@ def test_resume_is_exact(tmp_path, encoder_dir):
 def test_recipe_lr_horizons_reach_the_optimizer(tmp_path, encoder_dir):
     """The decoder's `lr_horizons` drive its learning rate: at step 2 of 4 with a horizon at 3, the extended
     schedule's lr, not the plain cosine's."""
-    from clip.train import lr_at
+    from triptych.clip.train import lr_at
 
     recipe = tiny_recipe(encoder_dir, steps=4)
     recipe["decoder"]["lr_horizons"] = [3]
@@ -295,7 +293,7 @@ def test_decoder_scheduler_default_is_ddpm_class_on_disk(trained):
 
 # ---------------------------------------------------------------------- CLI, evaluation, benchmark
 def test_generate_cli_writes_files_and_a_grid(trained, tmp_path, capsys):
-    from apps.generate import main
+    from triptych.apps.cli.generate import main
 
     out, grid_path = tmp_path / "imgs", tmp_path / "grid.png"
     args = ["--model", str(trained[0]), "--steps", "2", "--prior-steps", "2", "--out", str(out)]
@@ -317,9 +315,9 @@ def test_generate_cli_writes_files_and_a_grid(trained, tmp_path, capsys):
 
 
 def test_generator_evaluation_and_benchmark_rows(gen):
-    from apps.bench_diffusion import benchmark_generator
-    from apps.eval_diffusion import evaluate_generator
-    from weights.world import GENEVAL_CATEGORIES
+    from triptych.apps.benchmarks.generator import benchmark_generator
+    from triptych.apps.evaluation.generator import evaluate_generator
+    from triptych.world import GENEVAL_CATEGORIES
 
     scores = evaluate_generator(gen, count=1, images_per_prompt=1, vae_count=4, steps=2, prior_steps=2)
     assert set(GENEVAL_CATEGORIES) < set(scores["in_distribution"])

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import clip
-from clip.errors import InvalidImageError, InvalidLabelsError, InvalidTextError, WeightsError
 from tests.tiny_models import make_tiny_encoder_dir
-from weights import SHAPES_DIR
-from weights.world import render, sample_scene
+from triptych import clip
+from triptych.core.errors import InvalidImageError, InvalidLabelsError, InvalidTextError, WeightsError
+from triptych.weights import SHAPES_DIR
+from triptych.world import render, sample_scene
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +224,7 @@ def test_hub_sources_fail_clearly_offline(name, monkeypatch):
 
 
 def test_names_resolve_to_open_clip_sources(tmp_path):
-    from clip.factory import resolve
+    from triptych.clip.factory import resolve
 
     assert resolve("shapes")[0] == f"local-dir:{SHAPES_DIR / 'clip'}"
     assert resolve("ViT-B-32:openai") == ("ViT-B-32", "openai", None)

@@ -14,11 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-import diffusion
-import vlm
-from clip.errors import InvalidImageError, InvalidLabelsError, InvalidSettingError, InvalidTextError
-from weights import SHAPES_DIR
-from weights.world import render, sample_scene
+from triptych import diffusion, vlm
+from triptych.core.errors import InvalidImageError, InvalidLabelsError, InvalidSettingError, InvalidTextError
+from triptych.weights import SHAPES_DIR
+from triptych.world import render, sample_scene
 
 SCENE = Path("weights/examples/scene-1.png")
 FAST = {"steps": 2, "prior_steps": 2, "progress": False}
@@ -173,7 +172,7 @@ def one_line_error(err: str, *words: str) -> bool:
 
 def test_generate_checks_outputs_before_loading_anything(capsys, tmp_path):
     """A model that does not exist shows the order: the bad output path is named, not the model."""
-    from apps.generate import main
+    from triptych.apps.cli.generate import main
 
     missing_model = ["--model", str(tmp_path / "no-model")]
     code, err = run_cli(capsys, main, "a star", "--out", "/proc/nope", *missing_model)
@@ -205,7 +204,7 @@ def test_generate_checks_outputs_before_loading_anything(capsys, tmp_path):
     ],
 )
 def test_generate_refuses_bad_usage_before_loading(capsys, tmp_path, args, words):
-    from apps.generate import main
+    from triptych.apps.cli.generate import main
 
     code, err = run_cli(capsys, main, *args, "--out", str(tmp_path / "out"), "--model", str(tmp_path / "no-model"))
     assert code == 2 and one_line_error(err, *words), err
@@ -214,8 +213,8 @@ def test_generate_refuses_bad_usage_before_loading(capsys, tmp_path, args, words
 def test_interpolate_blends_in_the_order_written(gen, tmp_path):
     """--image files and the prompts after --interpolate weigh in the order written: the file the CLI writes is
     the API's blend of [image, prompt] with those weights."""
-    from apps.generate import main
-    from clip import load_image
+    from triptych.apps.cli.generate import main
+    from triptych.clip import load_image
 
     args = ["--steps", "2", "--prior-steps", "2", "--device", "cpu", "--out", str(tmp_path)]
     assert main(["--image", str(SCENE), "--interpolate", "a red circle", "--weights", "0.8", "0.2", *args]) == 0
@@ -224,8 +223,8 @@ def test_interpolate_blends_in_the_order_written(gen, tmp_path):
 
 
 def test_caption_and_evaluate_check_settings_and_outputs_first(capsys, tmp_path):
-    from apps.caption import main as caption
-    from apps.evaluate import main as evaluate
+    from triptych.apps.cli.caption import main as caption
+    from triptych.apps.evaluation.main import main as evaluate
 
     missing = str(tmp_path / "no-model")
     code, err = run_cli(capsys, caption, str(SCENE), "--seed", "99999999999999999999999", "--model", missing)
@@ -241,8 +240,8 @@ def test_caption_and_evaluate_check_settings_and_outputs_first(capsys, tmp_path)
 
 
 def test_corrupt_model_folders_are_one_line_errors(capsys, tmp_path):
-    from apps.caption import main as caption
-    from apps.classify import main as classify
+    from triptych.apps.cli.caption import main as caption
+    from triptych.apps.cli.classify import main as classify
 
     for part, weights in (("clip", "open_clip_model.safetensors"), ("vlm", "model.safetensors")):
         folder = tmp_path / part

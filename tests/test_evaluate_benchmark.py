@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import clip
-from apps.benchmark import benchmark_classify
-from apps.eval_clip import evaluate_encoder
-from apps.evaluate import THRESHOLDS, main
-from apps.zero_shot_tasks import TASKS, task_scenes
 from tests.tiny_models import make_tiny_encoder_dir
+from triptych import clip
+from triptych.apps.benchmarks.encoder import benchmark_classify
+from triptych.apps.evaluation.encoder import evaluate_encoder
+from triptych.apps.evaluation.main import THRESHOLDS, main
+from triptych.apps.evaluation.zero_shot_tasks import TASKS, task_scenes
 
 GENERATOR_TEST_PROMPTS = 5  # per category and split: (9 + 2) categories x 5 prompts x 4 images
 
@@ -92,7 +92,7 @@ def test_bundled_encoder_names_the_examples(encoder):
 
 @pytest.fixture(scope="module")
 def captioner(encoder):
-    import vlm
+    from triptych import vlm
 
     return vlm.load("shapes", encoder=encoder)
 
@@ -100,8 +100,8 @@ def captioner(encoder):
 @pytest.mark.slow
 def test_bundled_vlm_meets_the_bar_on_fresh_samples(captioner):
     """1000 fresh scenes per task and split, a seed training never used."""
-    from apps.eval_vlm import evaluate_captioner
-    from apps.evaluate import VLM_THRESHOLDS
+    from triptych.apps.evaluation.captioner import evaluate_captioner
+    from triptych.apps.evaluation.main import VLM_THRESHOLDS
 
     scores = evaluate_captioner(captioner, count=1000, seed=20261123)
     for split, bars in VLM_THRESHOLDS.items():
@@ -110,7 +110,7 @@ def test_bundled_vlm_meets_the_bar_on_fresh_samples(captioner):
 
 
 def test_bundled_vlm_describes_the_examples(captioner):
-    from weights.world import caption, parse_image
+    from triptych.world import caption, parse_image
 
     paths = [Path(f"weights/examples/scene-{i}.png") for i in range(1, 5)]
     truths = [caption(parse_image(clip.load_image(p))) for p in paths]  # the parser is exact on clean renders
@@ -125,7 +125,7 @@ def test_bundled_generator_keeps_its_measured_scores(service):
     """A regression floor under the scores measured on the bundled generator (README: overall 0.577, colours
     0.750, PSNR 34.96 dB at 50 prompts per category). Issue 4's bar (overall >= 0.80) is NOT met yet; this guards
     what is, with room for the noise of a few fresh prompts."""
-    from apps.eval_diffusion import evaluate_generator
+    from triptych.apps.evaluation.generator import evaluate_generator
 
     scores = evaluate_generator(
         service.generator, count=GENERATOR_TEST_PROMPTS, images_per_prompt=4, seed=20261123, vae_count=100

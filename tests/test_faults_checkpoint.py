@@ -22,18 +22,18 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
-import clip.checkpoint
-import clip.train
-from clip.checkpoint import current_folder, has_checkpoint, load_checkpoint, save_checkpoint
-from clip.errors import WeightsError
 from tests.test_vlm import RECIPE as VLM_RECIPE
 from tests.tiny_models import make_tiny_encoder_dir, tiny_recipe
-from weights.manifest import verify_manifest
+from triptych.clip import train as clip_train
+from triptych.core import checkpoint
+from triptych.core.checkpoint import current_folder, has_checkpoint, load_checkpoint, save_checkpoint
+from triptych.core.errors import WeightsError
+from triptych.core.manifest import verify_manifest
 
 Op = tuple[object, str]
 SAVE_OPS: list[Op] = [  # every call through which a save touches the disk
-    (clip.checkpoint, "save_file"),
-    (clip.train, "save_file"),
+    (checkpoint, "save_file"),
+    (clip_train, "save_file"),
     (Path, "write_text"),
     (Path, "mkdir"),
     (shutil, "copy"),
@@ -190,25 +190,25 @@ def encoder_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def clip_straight(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("clip_straight")
-    clip.train.train(tiny_recipe(steps=4), out / "out", out / "work", workers=0)
+    clip_train.train(tiny_recipe(steps=4), out / "out", out / "work", workers=0)
     return out / "out"
 
 
 @pytest.mark.parametrize("crash", TRAINER_CRASHES)
 def test_clip_training_resumes_exactly_after_a_crashed_checkpoint(tmp_path, clip_straight, crash):
     recipe, out, work = tiny_recipe(steps=4), tmp_path / "out", tmp_path / "work"
-    assert clip.train.train(recipe, out, work, workers=0, stop_after=2) is None  # a whole checkpoint at step 2
+    assert clip_train.train(recipe, out, work, workers=0, stop_after=2) is None  # a whole checkpoint at step 2
     ops, n = TRAINER_CRASHES[crash]
     with pytest.raises(Crash), crash_at(n, "after", ops, str(work / "checkpoint")):
-        clip.train.train(recipe, out, work, workers=0)  # dies saving step 4
-    assert clip.train.train(recipe, out, work, workers=0)["steps"] == 4
+        clip_train.train(recipe, out, work, workers=0)  # dies saving step 4
+    assert clip_train.train(recipe, out, work, workers=0)["steps"] == 4
     a, b = load_file(clip_straight / "open_clip_model.safetensors"), load_file(out / "open_clip_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
 def vlm_setup(tmp_path_factory, encoder_dir) -> tuple[dict, Path]:
-    from vlm.train import train
+    from triptych.vlm.train import train
 
     root = tmp_path_factory.mktemp("vlm_straight")
     recipe = {**VLM_RECIPE, "encoder": encoder_dir}
@@ -220,7 +220,7 @@ def vlm_setup(tmp_path_factory, encoder_dir) -> tuple[dict, Path]:
 def test_vlm_training_resumes_exactly_after_a_crashed_checkpoint(tmp_path, vlm_setup, crash):
     """The crash hits the first save of stage 2: the run resumes from the checkpoint that closed stage 1 (weights
     only, read through the trainer's own stage check) or from the new one, and ends where a straight run does."""
-    from vlm.train import train
+    from triptych.vlm.train import train
 
     recipe, straight = vlm_setup
     out, work = tmp_path / "out", tmp_path / "work"
@@ -238,15 +238,15 @@ def test_a_crash_anywhere_in_an_export_keeps_the_previous_export_whole(tmp_path)
     """Export B over export A (which has a model card), crashing before/after each file operation: the folder
     found is A or B, each matching its manifest; the next export completes and keeps the card."""
     recipe, out = tiny_recipe(), tmp_path / "out"
-    clip.train.write_tokenizer(recipe, tmp_path / "tok")
+    clip_train.write_tokenizer(recipe, tmp_path / "tok")
     models = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        models.append(clip.train.build_model(recipe))
+        models.append(clip_train.build_model(recipe))
     weights = [{k: v.half() for k, v in m.state_dict().items()} for m in models]
 
     def export(index: int) -> None:
-        clip.train.export_local_dir(models[index], recipe, tmp_path / "tok", out, {"model": index})
+        clip_train.export_local_dir(models[index], recipe, tmp_path / "tok", out, {"model": index})
 
     crashes = 0
     for when in ("before", "after"):
@@ -286,14 +286,14 @@ class Stop(Exception):
 
 def train_vae_part(recipe: dict, work: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Run the generator trainer up to its prior; the finished VAE's weights and record (without wall time)."""
-    import diffusion.train
+    from triptych.diffusion import train as diffusion_train
 
     def stop(*args, **kwargs):
         raise Stop
 
     with pytest.MonkeyPatch.context() as mp, pytest.raises(Stop):
-        mp.setattr(diffusion.train, "train_prior", stop)
-        diffusion.train.train(recipe, work / "out", work, workers=0)
+        mp.setattr(diffusion_train, "train_prior", stop)
+        diffusion_train.train(recipe, work / "out", work, workers=0)
     record = json.loads((work / "finished/vae.json").read_text())
     record.pop("elapsed_s")
     return load_file(work / "finished/movq/diffusion_pytorch_model.safetensors"), record
@@ -312,7 +312,7 @@ def generator_setup(tmp_path_factory, encoder_dir) -> tuple[dict, tuple]:
 def test_a_crash_while_finishing_a_generator_part_redoes_that_part(tmp_path, generator_setup, crash):
     """The part's marker comes last: after the crash the VAE is not finished, and the next run redoes it (from its
     checkpoint) into exactly the VAE and record an uninterrupted run finishes."""
-    from diffusion.train import train
+    from triptych.diffusion.train import train
 
     recipe, (weights, record) = generator_setup
     ops, name, when = DIFFUSION_CRASHES[crash]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip import InvalidImageError, load_image, load_images
-from clip import images as image_io
+from triptych.clip import InvalidImageError, load_image, load_images
+from triptych.core import images as image_io
 
 
 def png_bytes(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:

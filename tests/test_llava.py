@@ -12,11 +12,10 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import clip
-import vlm
 from tests.tiny_models import make_tiny_encoder_dir
-from vlm.train import train
-from weights.world import caption, export_folder, sample_scene
+from triptych import clip, vlm
+from triptych.vlm.train import train
+from triptych.world import caption, export_folder, sample_scene
 
 RECIPE = json.loads((Path(__file__).resolve().parents[1] / "weights/recipes/llava_smollm2.json").read_text())
 SPECIALS = list(RECIPE["special_tokens"].values())

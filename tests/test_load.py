@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from apps.load_test import run_load, serve_in_background
+from triptych.apps.benchmarks.load import run_load, serve_in_background
 
 
 @pytest.mark.slow

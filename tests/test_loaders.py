@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import clip
-import diffusion
-import vlm
-from clip.errors import WeightsError
 from tests.hf_models import make_kandinsky_prior_repo
-from weights import SHAPES_DIR
-from weights.manifest import MANIFEST
+from triptych import clip, diffusion, vlm
+from triptych.core.errors import WeightsError
+from triptych.core.manifest import MANIFEST
+from triptych.weights import SHAPES_DIR
 
 
 def copy_bundled(part: str, dest: Path, keep_manifest: bool = False) -> Path:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import diffusion
-from apps.service import Service
 from tests.hf_models import make_kandinsky_decoder_repo, make_kandinsky_prior_repo
-from weights.world import render, sample_scene
+from triptych import diffusion
+from triptych.apps.serve.service import Service
+from triptych.world import render, sample_scene
 
 LABELS = ["a red circle", "a blue square", "a green triangle", "a yellow star", "a purple cross"]
 

@@ -9,15 +9,14 @@ import socket
 import pytest
 from gradio_client import Client, handle_file
 
-import clip
-import diffusion
-from apps.app import build_app, launch
-from apps.cli import main as triptych
-from apps.service import Preset, Service
 from tests.hf_models import make_kandinsky_decoder_repo, make_kandinsky_prior_repo
 from tests.tiny_models import make_tiny_encoder_dir
-from weights import presets
-from weights.world import render, sample_scene
+from triptych import clip, diffusion
+from triptych.apps.cli.main import main as triptych
+from triptych.apps.serve.app import build_app, launch
+from triptych.apps.serve.service import Preset, Service
+from triptych.core import presets
+from triptych.world import render, sample_scene
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,15 @@ import torch
 from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
 from transformers import CLIPConfig, CLIPModel
 
-import clip
-import diffusion
-from diffusion.schedulers import make_scheduler
 from tests.hf_models import (
     clip_configs,
     make_kandinsky_decoder_repo,
     make_kandinsky_prior_repo,
     write_clip_tokenizer,
 )
-from weights.world import render, sample_scene
+from triptych import clip, diffusion
+from triptych.diffusion.schedulers import make_scheduler
+from triptych.world import render, sample_scene
 
 END_OF_TEXT = 519  # the tiny tokenizer's last id
 PROMPTS = ["a red circle", "two blue squares on the left"]

@@ -18,14 +18,12 @@ import pytest
 import torch
 from gradio_client import Client
 
-import clip
-import diffusion
-import vlm
-from apps.service import Service
-from clip.errors import InvalidImageError, WeightsError
 from tests.hf_models import make_kandinsky_decoder_repo, make_kandinsky_prior_repo
-from weights import SHAPES_DIR
-from weights.manifest import MANIFEST
+from triptych import clip, diffusion, vlm
+from triptych.apps.serve.service import Service
+from triptych.core.errors import InvalidImageError, WeightsError
+from triptych.core.manifest import MANIFEST
+from triptych.weights import SHAPES_DIR
 
 EXAMPLE = SHAPES_DIR.parent / "examples" / "scene-1.png"
 FAST = dict(seed=3, steps=4, guidance=4.0, prior_steps=3, prior_guidance=4.0)
@@ -209,7 +207,7 @@ def test_malicious_folders_are_refused_before_any_code_runs(case: str, tmp_path:
 
 
 def test_cli_entry_points_refuse_an_evil_encoder(tmp_path: Path, sentinel: Path, capsys) -> None:
-    from apps import caption, classify
+    from triptych.apps.cli import caption, classify
 
     encoder = evil_encoder(tmp_path / "enc", sentinel)
     assert classify.main([str(EXAMPLE), "--labels", "a", "b", "--model", str(encoder), "--device", "cpu"]) == 2

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import clip
-from clip.losses import MultiPositiveClipLoss, MultiPositiveSigLipLoss
-from clip.train import WorldBatches, lr_at, main, train
 from tests.tiny_models import tiny_recipe
+from triptych import clip
+from triptych.clip.losses import MultiPositiveClipLoss, MultiPositiveSigLipLoss
+from triptych.clip.train import WorldBatches, lr_at, main, train
 
 
 def test_batches_are_addressed_by_step():

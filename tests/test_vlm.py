@@ -9,12 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import clip
-import vlm
-from clip.errors import InvalidImageError, InvalidTextError
 from tests.tiny_models import make_tiny_encoder_dir
-from vlm.train import train
-from weights.world import export_folder
+from triptych import clip, vlm
+from triptych.core.errors import InvalidImageError, InvalidTextError
+from triptych.vlm.train import train
+from triptych.world import export_folder
 
 RECIPE = {
     "decoder": {
@@ -52,7 +51,7 @@ def trained(tmp_path_factory, encoder_dir):
 def test_stages_freeze_what_they_do_not_train(tmp_path, encoder_dir):
     from accelerate.utils import set_seed
 
-    from vlm.train import build
+    from triptych.vlm.train import build
 
     recipe = {**RECIPE, "encoder": encoder_dir}
     set_seed(recipe["seed"])  # train() seeds the same way before building: this is its initial model
@@ -134,8 +133,8 @@ def test_bad_input_is_refused(trained, encoder_dir, kwargs, error):
 
 
 def test_vlm_evaluation_scores_every_task(trained, encoder_dir):
-    from apps.eval_vlm import evaluate_captioner, object_f1
-    from weights.world import QUESTION_TYPES, caption, sample_scene
+    from triptych.apps.evaluation.captioner import evaluate_captioner, object_f1
+    from triptych.world import QUESTION_TYPES, caption, sample_scene
 
     scenes = [sample_scene(i) for i in range(3)]
     assert object_f1([caption(s) for s in scenes], scenes) == 1.0
@@ -148,7 +147,7 @@ def test_vlm_evaluation_scores_every_task(trained, encoder_dir):
 
 
 def test_caption_cli(trained, encoder_dir, capsys, tmp_path):
-    from apps.caption import main
+    from triptych.apps.cli.caption import main
 
     common = ["--model", str(trained), "--encoder", encoder_dir, "--device", "cpu", "--max-new-tokens", "6"]
     assert main(["weights/examples", "--format", "json", *common]) == 0
@@ -173,7 +172,7 @@ def test_caption_cli(trained, encoder_dir, capsys, tmp_path):
 
 
 def test_vlm_benchmark_rows(trained, encoder_dir):
-    from apps.benchmark import benchmark_vlm
+    from triptych.apps.benchmarks.captioner import benchmark_vlm
 
     rows = dict(benchmark_vlm(str(trained), encoder_dir, (1, 2), 4, 1, "cpu", None, compile=False))
     for bs in (1, 2):
@@ -185,7 +184,7 @@ def test_vlm_benchmark_rows(trained, encoder_dir):
 def test_loss_weighs_every_sample_equally_whatever_its_answer_length(encoder_dir):
     """A one-word answer counts as much as a long caption: the batch loss is the mean of the samples' own losses,
     each unaffected by the padding its neighbours bring."""
-    from vlm.train import build
+    from triptych.vlm.train import build
 
     torch.manual_seed(0)
     model, codec = build({**RECIPE, "encoder": encoder_dir}, clip.load(encoder_dir, device="cpu"))

@@ -6,9 +6,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from clip.errors import WeightsError
-from vlm.config import DecoderConfig
-from vlm.decoder import Decoder
+from triptych.core.errors import WeightsError
+from triptych.vlm.config import DecoderConfig
+from triptych.vlm.decoder import Decoder
 
 TINY = dict(
     vocab_size=97,

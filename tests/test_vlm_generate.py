@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlm.config import DecoderConfig
-from vlm.decoder import Decoder
-from vlm.generate import GenerationConfig, Generator
-from vlm.masks import prefix_lm_mask
+from triptych.vlm.config import DecoderConfig
+from triptych.vlm.decoder import Decoder
+from triptych.vlm.generate import GenerationConfig, Generator
+from triptych.vlm.masks import prefix_lm_mask
 
 EOS = 1
 

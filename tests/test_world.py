@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from weights.world import (
+from triptych.world import (
     COLORS,
     GENEVAL_CATEGORIES,
     HELD_OUT_CATEGORIES,
@@ -35,7 +35,7 @@ from weights.world import (
     render_array,
     sample_scene,
 )
-from weights.world.spec import max_jitter, object_side
+from triptych.world.spec import max_jitter, object_side
 
 HELD_OUT_TEXTS = [f"{c} {s}" for c, s in HELD_OUT_PAIRS]
 
@@ -218,14 +218,14 @@ def _square(step: int) -> int:
 def test_step_batches_keep_step_order_across_workers():
     from torch.utils.data import DataLoader
 
-    from weights.world.dataset import StepBatches
+    from triptych.world.dataset import StepBatches
 
     loader = DataLoader(StepBatches(_square, start_step=3), batch_size=None, num_workers=2)
     assert list(itertools.islice(iter(loader), 7)) == [k * k for k in range(3, 10)]
 
 
 def test_caption_objects_reads_phrases_even_from_broken_captions():
-    from weights.world import caption_objects
+    from triptych.world import caption_objects
 
     scene = sample_scene(11, num_objects=3)
     assert caption_objects(caption(scene)) == scene.keys()

@@ -6,7 +6,7 @@ import copy
 import json
 from pathlib import Path
 
-from clip.train import build_model, export_local_dir, write_tokenizer
+from triptych.clip.train import build_model, export_local_dir, write_tokenizer
 
 RECIPE = json.loads((Path(__file__).resolve().parents[1] / "weights/recipes/shapes_clip.json").read_text())
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-import clip
-from clip.devices import resolve_device, resolve_dtype
-from clip.encoder import check_batch_size, check_texts
-from clip.errors import InvalidImageError, InvalidTextError, WeightsError
-from clip.images import ImageInput, load_images
-from clip.weights_files import check_folder
-from weights import SHAPES_DIR
-from weights.manifest import MANIFEST, verify_manifest
+from triptych import clip
+from triptych.clip.encoder import check_batch_size, check_texts
+from triptych.core.devices import resolve_device, resolve_dtype
+from triptych.core.errors import InvalidImageError, InvalidTextError, WeightsError
+from triptych.core.images import ImageInput, load_images
+from triptych.core.manifest import MANIFEST, verify_manifest
+from triptych.core.weights_files import check_folder
+from triptych.weights import SHAPES_DIR
 
 from .generate import GenerationConfig, Generator
 from .model import VLM

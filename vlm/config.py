@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from clip.errors import WeightsError
-from clip.weights_files import check_fields, read_json, weights_errors
+from triptych.core.errors import WeightsError
+from triptych.core.weights_files import check_fields, read_json, weights_errors
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
 POSITIVE_FIELDS = (

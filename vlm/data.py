@@ -1,15 +1,18 @@
 """VLM training samples from the world, rendered on the fly and addressed by step (see StepBatches). Your own
-data comes through clip.datasets (captioned folders, JSONL)."""
+data comes through triptych.core.datasets (captioned folders, JSONL)."""
 
 from __future__ import annotations
 
 import random
 
 from PIL import Image
+from tokenizers import Tokenizer
 
-from weights.world import caption, random_question, render, sample_scene
+from triptych.core.wordlevel import build_word_tokenizer
+from triptych.world import caption, random_question, render, sample_scene
+from triptych.world.vocab import world_words
 
-from .tokenizer import CAPTION_PROMPT
+from .tokenizer import CAPTION_PROMPT, SEP
 
 Batch = tuple[list[Image.Image], list[str], list[str]]  # images, prompts, answers
 
@@ -38,3 +41,8 @@ class WorldSamples:
                 prompts.append(question)
                 answers.append(answer)
         return images, prompts, answers
+
+
+def build_world_tokenizer() -> Tokenizer:
+    """Word-level tokenizer over the world's text plus the VLM's separator and caption prompt."""
+    return build_word_tokenizer(world_words() + [CAPTION_PROMPT], extra_specials=(SEP,))

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from clip.errors import WeightsError
-from clip.weights_files import read_safetensors
+from triptych.core.errors import WeightsError
+from triptych.core.weights_files import read_safetensors
 
 from .config import DecoderConfig
 from .kv_cache import KVCache

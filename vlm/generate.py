@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from clip.checks import check_int, check_real, check_seed
-from clip.errors import InvalidSettingError
+from triptych.core.checks import check_int, check_real, check_seed
+from triptych.core.errors import InvalidSettingError
 
 from .compiled_step import CompiledStep, bucketed
 from .decoder import Decoder

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from clip.errors import WeightsError
-from clip.weights_files import check_fields, config_value, load_safetensors, read_json, weights_errors
+from triptych.core.errors import WeightsError
+from triptych.core.weights_files import check_fields, config_value, load_safetensors, read_json, weights_errors
 
 from .config import DecoderConfig
 from .decoder import Decoder

@@ -6,17 +6,11 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from clip.errors import WeightsError
-from clip.wordlevel import BOS, EOS, PAD, build_word_tokenizer
-from weights.world.vocab import world_words
+from triptych.core.errors import WeightsError
+from triptych.core.wordlevel import BOS, EOS, PAD
 
 SEP = "<sep>"  # ends the prompt; the answer follows
 CAPTION_PROMPT = "caption"
-
-
-def build_world_tokenizer() -> Tokenizer:
-    """Word-level tokenizer over the world's text plus the VLM's separator and caption prompt."""
-    return build_word_tokenizer(world_words() + [CAPTION_PROMPT], extra_specials=(SEP,))
 
 
 class TextCodec:

@@ -1,9 +1,9 @@
 """Staged VLM training through accelerate: a projector-only stage, then projector + decoder (LLaVA's recipe),
 the encoder frozen by default, per-module learning rates, seeded, resumable, safetensors checkpoints.
 
-    python -m vlm.train --recipe weights/recipes/shapes_vlm.json --out weights/shapes/vlm
-    python -m vlm.train --recipe my_recipe.json --data captions_folder/   # bring your own data
-    python -m vlm.train --recipe weights/recipes/llava_smollm2.json --data captions_folder/ --out my_vlm
+    python -m triptych.vlm.train --recipe weights/recipes/shapes_vlm.json --out weights/shapes/vlm
+    python -m triptych.vlm.train --recipe my_recipe.json --data captions_folder/   # bring your own data
+    python -m triptych.vlm.train --recipe weights/recipes/llava_smollm2.json --data captions_folder/ --out my_vlm
         # LLaVA on real weights: open_clip ViT-B-32 + SmolLM2-135M-Instruct (--encoder/--decoder take folders)
 """
 
@@ -20,24 +20,24 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-import clip
-from clip.checkpoint import (
+from triptych import clip
+from triptych.clip.train import export_folder, lr_at
+from triptych.core import presets
+from triptych.core.checkpoint import (
     has_checkpoint,
     load_checkpoint,
     read_checkpoint_state,
     save_checkpoint,
     training_record,
 )
-from clip.datasets import FileSamples, read_samples
-from clip.train import export_folder, lr_at
-from weights import presets
-from weights.world.dataset import StepBatches
+from triptych.core.datasets import FileSamples, read_samples
+from triptych.world.dataset import StepBatches
 
 from .config import DecoderConfig
-from .data import WorldSamples
+from .data import WorldSamples, build_world_tokenizer
 from .decoder import Decoder
 from .model import VLM, VLMConfig
-from .tokenizer import TextCodec, build_world_tokenizer
+from .tokenizer import TextCodec
 
 MODULES = ("projector", "decoder")
 
@@ -184,7 +184,7 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m vlm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m triptych.vlm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--recipe", default="weights/recipes/shapes_vlm.json")
     parser.add_argument("--out", default="weights/shapes/vlm")

@@ -67,7 +67,7 @@ class LoadReport:
 
 
 def _scene_files(folder: Path, count: int) -> list[Path]:
-    from weights.world import render, sample_scene
+    from triptych.world import render, sample_scene
 
     rng = random.Random(2026)
     paths = []
@@ -162,7 +162,9 @@ def serve_in_background(preset: str = "shapes", port: int = 7861) -> subprocess.
     """`triptych serve` as a child process; returns once the page answers."""
     import httpx
 
-    server = subprocess.Popen([sys.executable, "-m", "apps.app", "--preset", preset, "--port", str(port)])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "triptych.apps.serve.app", "--preset", preset, "--port", str(port)]
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -12,9 +12,9 @@ from collections import defaultdict
 
 from PIL import Image
 
-from clip.encoder import check_texts
-from clip.errors import InvalidTextError
-from diffusion.settings import DECODER_SCHEDULERS
+from triptych.clip.encoder import check_texts
+from triptych.core.errors import InvalidTextError
+from triptych.diffusion.settings import DECODER_SCHEDULERS
 
 from .batching import MicroBatcher
 from .gradio_parts import gr, parse_labels, require_image, uploaded_image, user_errors, whole_number
@@ -63,7 +63,7 @@ def build_app(service: Service) -> gr.Blocks:
 
 # ---------------------------------------------------------------- classify
 def _classify_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> None:
-    from weights.world import ALL_PAIRS
+    from triptych.world import ALL_PAIRS
 
     default_labels = ", ".join(f"a {color} {shape}" for color, shape in ALL_PAIRS)
 

@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(prog, "--top-k must be positive")
     if args.batch_size <= 0:
         return fail(prog, "--batch-size must be positive")
-    import clip  # imported late: --help stays fast
-    from clip.encoder import check_labels
-    from clip.templates import check_templates
+    from triptych import clip  # imported late: --help stays fast
+    from triptych.clip.encoder import check_labels
+    from triptych.clip.templates import check_templates
 
     try:
         labels = list(check_labels(read_labels(args.labels, args.labels_file)))

@@ -8,8 +8,9 @@ import statistics
 import torch
 from diffusers import KandinskyV22Pipeline
 
-from .benchmark import timed
-from .eval_diffusion import evaluate_generator
+from triptych.apps.evaluation.generator import evaluate_generator
+
+from .timing import timed
 
 
 def benchmark_generator(
@@ -24,9 +25,8 @@ def benchmark_generator(
     dtype: str | None,
 ) -> list[tuple[str, str]]:
     """Rows of (what, result)."""
-    import clip
-    import diffusion
-    from diffusion.schedulers import make_scheduler
+    from triptych import clip, diffusion
+    from triptych.diffusion.schedulers import make_scheduler
 
     encoder = clip.load(encoder_name, device=device, dtype=dtype) if encoder_name else None
     gen = diffusion.load(model, encoder=encoder, device=device, dtype=dtype)

@@ -24,10 +24,9 @@ def child(capabilities: tuple[str, ...], preset: str, device: str | None, dtype:
     """Load, build the app, exercise each capability once; peak memory in MiB."""
     import torch
 
-    from weights.world import render, sample_scene
-
-    from .app import build_app
-    from .service import Service
+    from triptych.apps.serve.app import build_app
+    from triptych.apps.serve.service import Service
+    from triptych.world import render, sample_scene
 
     service = Service.load(preset, device=device, dtype=dtype, capabilities=capabilities)
     build_app(service)
@@ -47,7 +46,15 @@ def benchmark_memory(preset: str, device: str | None, dtype: str | None) -> list
     """Rows of (configuration, peak memory); the separate apps' sum against the one app."""
     reports = {}
     for name, capabilities in CONFIGS.items():
-        command = [sys.executable, "-m", "apps.bench_memory", preset, device or "", dtype or "", *capabilities]
+        command = [
+            sys.executable,
+            "-m",
+            "triptych.apps.benchmarks.memory",
+            preset,
+            device or "",
+            dtype or "",
+            *capabilities,
+        ]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         reports[name] = json.loads(out.strip().splitlines()[-1])
     keys = ["rss_mib"] + (["cuda_mib"] if "cuda_mib" in reports["one app, all three"] else [])

@@ -6,8 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from clip.errors import WeightsError
-from clip.weights_files import config_value, read_json
+from .errors import WeightsError
+from .weights_files import config_value, read_json
 
 MANIFEST = "manifest.json"
 UNCHECKED_SUFFIXES = (".md",)  # model cards may be edited without breaking the weights

@@ -1,4 +1,4 @@
-"""`python -m weights.world export --out DIR --count N`: write world samples as PNG + TXT + JSON."""
+"""`python -m triptych.world export --out DIR --count N`: write world samples as PNG + TXT + JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .spec import DEFAULT_SIDE
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m weights.world", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m triptych.world", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     export = sub.add_parser("export", help="write a folder of rendered scenes")
     export.add_argument("--out", required=True)

@@ -62,7 +62,7 @@ class _BlendItem(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from diffusion.settings import DECODER_SCHEDULERS
+    from triptych.diffusion.settings import DECODER_SCHEDULERS
 
     parser = argparse.ArgumentParser(
         prog="triptych-generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,7 +113,7 @@ class Job:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Flags that only make sense together, and every prompt: ValueError or InvalidTextError naming the problem."""
-    from clip.encoder import check_texts
+    from triptych.clip.encoder import check_texts
 
     interpolating = args.interpolate is not None
     if args.images and not interpolating:
@@ -142,7 +142,7 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def settings_of(args: argparse.Namespace) -> dict:
     """The generation settings given on the command line, checked (InvalidSettingError) before any model loads."""
-    from diffusion.settings import GenerationSettings
+    from triptych.diffusion.settings import GenerationSettings
 
     names = ("seed", "num_images", "steps", "guidance", "prior_steps", "prior_guidance", "scheduler", "best_of")
     settings = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
@@ -152,7 +152,7 @@ def settings_of(args: argparse.Namespace) -> dict:
 
 def read_image(file: str, flag: str) -> Image.Image:
     """An image file named by a flag, read now (a missing or bad file ends the run before any model loads)."""
-    from clip import load_image
+    from triptych.clip import load_image
 
     return load_image(Path(file), f"{flag} {printable(file)}")
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = parser.prog
-    import clip
+    from triptych import clip
 
     try:
         job = plan(args)
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, clip.TriptychError) as err:
         return fail(prog, err)
 
-    import diffusion
+    from triptych import diffusion
 
     try:
         encoder = (

@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from weights.world import COLORS, NUMBER_WORDS, POSITIONS, SHAPES, Scene, sample_scene
+from triptych.world import COLORS, NUMBER_WORDS, POSITIONS, SHAPES, Scene, sample_scene
 
 _SHAPE_TEMPLATES = tuple(f"a {{}} {s}" for s in SHAPES)  # colour ensembles: "a red circle", "a red square", ...
 

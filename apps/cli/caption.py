@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prog = parser.prog
 
-    import clip
-    import vlm
-    from clip.encoder import check_texts
+    from triptych import clip, vlm
+    from triptych.clip.encoder import check_texts
 
     generation = dict(
         max_new_tokens=args.max_new_tokens,

@@ -7,7 +7,7 @@ import random
 
 from tqdm.auto import tqdm
 
-from weights.world import QUESTION_TYPES, caption, caption_objects, question_answers, render, sample_scene
+from triptych.world import QUESTION_TYPES, caption, caption_objects, question_answers, render, sample_scene
 
 
 def object_f1(predicted: list[str], scenes: list) -> float:

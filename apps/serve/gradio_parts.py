@@ -12,9 +12,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, bef
 
 import gradio as gr  # noqa: E402
 
-from clip import InvalidImageError, TriptychError, load_image  # noqa: E402
-from clip.encoder import check_labels  # noqa: E402
-from clip.errors import InvalidLabelsError, InvalidSettingError  # noqa: E402
+from triptych.clip import InvalidImageError, TriptychError, load_image  # noqa: E402
+from triptych.clip.encoder import check_labels  # noqa: E402
+from triptych.core.errors import InvalidLabelsError, InvalidSettingError  # noqa: E402
 
 MAX_LABELS = 1000
 

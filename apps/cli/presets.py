@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from clip.errors import WeightsError
-from weights import presets
+from triptych.core import presets
+from triptych.core.errors import WeightsError
 
 
 def list_main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clip.errors import WeightsError
+from .errors import WeightsError
 
 WEIGHT_FILES = ("*.json", "*.safetensors", "*.txt")  # configs, weights, tokenizer vocab/merges
 

@@ -8,9 +8,9 @@ import random
 
 from tqdm.auto import tqdm
 
-from diffusion.data import to_pixels
-from diffusion.models import vae_psnr
-from weights.world import GENEVAL_CATEGORIES, HELD_OUT_CATEGORIES, geneval_prompt, parse_image, render, sample_scene
+from triptych.diffusion.decoder import to_pixels
+from triptych.diffusion.models import vae_psnr
+from triptych.world import GENEVAL_CATEGORIES, HELD_OUT_CATEGORIES, geneval_prompt, parse_image, render, sample_scene
 
 
 def geneval_scores(

@@ -22,7 +22,7 @@ def fail(prog: str, message: object) -> int:
 def load_error(what: str, name: str, err: Exception) -> str:
     """One line for a model that would not load. Our loaders raise WeightsError naming file and key; anything else
     a library raised on a corrupt folder is named with its type, so the message is never an empty traceback."""
-    from clip import TriptychError
+    from triptych.clip import TriptychError
 
     return str(err) if isinstance(err, TriptychError) else f"cannot load {what} {name!r}: {type(err).__name__}: {err}"
 
@@ -63,7 +63,7 @@ def batches(items: list, size: int) -> Iterator[list]:
 
 def read_batch(batch: list[tuple[Path, bool]], prog: str) -> tuple[list[Path], list[Image.Image], list[dict]]:
     """(readable paths, their RGB images, error rows for the rest); each skipped file is reported on stderr."""
-    from clip import InvalidImageError, load_image
+    from triptych.clip import InvalidImageError, load_image
 
     good, images, errors = [], [], []
     for path, _ in batch:

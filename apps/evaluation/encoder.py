@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from clip import Encoder
-from weights.world import render
+from triptych.clip import Encoder
+from triptych.world import render
 
 from .zero_shot_tasks import TASKS, task_scenes
 

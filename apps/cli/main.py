@@ -14,14 +14,16 @@ triptych evaluate | benchmark ...                  scores and speed tables
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 
+import triptych
+
 
 def _module(name: str):
-    import importlib
-
-    return importlib.import_module(f"apps.{name}")
+    """A command's module, imported only when run (so `triptych --help` stays fast)."""
+    return importlib.import_module(f"triptych.apps.{name}")
 
 
 def _run(module: str, prefix: tuple[str, ...] = ()) -> Callable[[list[str]], int]:
@@ -34,21 +36,21 @@ def _run(module: str, prefix: tuple[str, ...] = ()) -> Callable[[list[str]], int
 def _ask(argv: list[str]) -> int:
     """`ask IMAGES --question Q` -> `caption IMAGES --ask Q` (the caption script's own flag)."""
     argv = ["--ask" if arg == "--question" else arg for arg in argv]
-    return _run("caption")(argv)
+    return _run("cli.caption")(argv)
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "serve": (_run("app"), "serve every capability in one Gradio app (HTTP API included)"),
-    "classify": (_run("classify"), "zero-shot classification of images against labels"),
-    "caption": (_run("caption"), "caption images"),
+    "serve": (_run("serve.app"), "serve every capability in one Gradio app (HTTP API included)"),
+    "classify": (_run("cli.classify"), "zero-shot classification of images against labels"),
+    "caption": (_run("cli.caption"), "caption images"),
     "ask": (_ask, "answer a question about images (--question)"),
-    "generate": (_run("generate"), "text-to-image"),
-    "variations": (_run("generate", ("--variations",)), "unCLIP variations of an image"),
-    "interpolate": (_run("generate", ("--interpolate",)), "blend prompts and --image files (--weights)"),
-    "presets": (lambda argv: _module("presets_cli").list_main(argv), "list the named presets of real weights"),
-    "download": (lambda argv: _module("presets_cli").download_main(argv), "fetch a preset's weights"),
-    "evaluate": (_run("evaluate"), "scores on the shapes world"),
-    "benchmark": (_run("benchmark"), "speed and memory tables against the peers"),
+    "generate": (_run("cli.generate"), "text-to-image"),
+    "variations": (_run("cli.generate", ("--variations",)), "unCLIP variations of an image"),
+    "interpolate": (_run("cli.generate", ("--interpolate",)), "blend prompts and --image files (--weights)"),
+    "presets": (lambda argv: _module("cli.presets").list_main(argv), "list the named presets of real weights"),
+    "download": (lambda argv: _module("cli.presets").download_main(argv), "fetch a preset's weights"),
+    "evaluate": (_run("evaluation.main"), "scores on the shapes world"),
+    "benchmark": (_run("benchmarks.main"), "speed and memory tables against the peers"),
 }
 
 
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), end="")
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"triptych {triptych.__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         print(f"triptych: unknown command {command!r}\n\n{usage()}", end="", file=sys.stderr)

@@ -15,12 +15,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-import clip
-import diffusion
-import vlm
-from clip.devices import precision_name
-from clip.errors import WeightsError
-from weights import presets
+from triptych import clip, diffusion, vlm
+from triptych.core import presets
+from triptych.core.devices import precision_name
+from triptych.core.errors import WeightsError
 
 CAPABILITIES: tuple[str, ...] = ("classify", "caption", "generate")
 
@@ -146,7 +144,7 @@ def _count(module: torch.nn.Module) -> int:
 
 def example_scenes(count: int = 4, seed: int = 2026) -> list[tuple[Image.Image, str]]:
     """World scenes and their canonical captions, drawn fresh (seeded) for the app's example rows."""
-    from weights.world import caption, render, sample_scene
+    from triptych.world import caption, render, sample_scene
 
     rng = random.Random(seed)
     scenes = [sample_scene(rng) for _ in range(count)]
@@ -155,7 +153,7 @@ def example_scenes(count: int = 4, seed: int = 2026) -> list[tuple[Image.Image, 
 
 def example_prompts(count: int = 5, seed: int = 2026) -> list[str]:
     """World prompts of several GenEval categories, for the Generate tab's examples."""
-    from weights.world import geneval_prompt
+    from triptych.world import geneval_prompt
 
     rng = random.Random(seed)
     categories = ("colors", "attribute_binding", "counting", "position", "background", "two_objects")

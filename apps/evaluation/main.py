@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-from .inputs import fail, load_error, writable_file
+from triptych.apps.cli.inputs import fail, load_error, writable_file
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ def check_args(args: argparse.Namespace) -> None:
     if args.count <= 0:
         raise ValueError("--count must be positive")
     if args.what == "diffusion":
-        from diffusion.settings import GenerationSettings
+        from triptych.diffusion.settings import GenerationSettings
 
         if args.images <= 0:
             raise ValueError("--images must be positive")
@@ -89,7 +89,7 @@ def load_model(what: str, name: str, load: Callable[[], T]) -> T:
 
 def evaluate(args: argparse.Namespace) -> tuple[dict, dict | None]:
     """(scores by split and task, the bars they are held to when the model is the bundled one)."""
-    import clip
+    from triptych import clip
 
     device, dtype = args.device, args.dtype
     shared = args.what != "clip" and args.encoder
@@ -99,15 +99,15 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict | None]:
         else None
     )
     if args.what == "clip":
-        from .eval_clip import evaluate_encoder
+        from .encoder import evaluate_encoder
 
         encoder = load_model("encoder", args.model, lambda: clip.load(args.model, device=device, dtype=dtype))
         results = evaluate_encoder(encoder, count=args.count, seed=args.seed)
         return results, THRESHOLDS if args.model == "shapes" else None
     if args.what == "diffusion":
-        import diffusion
+        from triptych import diffusion
 
-        from .eval_diffusion import evaluate_generator
+        from .generator import evaluate_generator
 
         generator = load_model(
             "generator", args.model, lambda: diffusion.load(args.model, encoder=encoder, device=device, dtype=dtype)
@@ -117,9 +117,9 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, dict | None]:
             generator, count=args.count, images_per_prompt=args.images, seed=args.seed, **settings
         )
         return results, GENERATOR_THRESHOLDS if args.model == "shapes" else None
-    import vlm
+    from triptych import vlm
 
-    from .eval_vlm import evaluate_captioner
+    from .captioner import evaluate_captioner
 
     captioner = load_model("VLM", args.model, lambda: vlm.load(args.model, encoder=encoder, device=device, dtype=dtype))
     results = evaluate_captioner(captioner, count=args.count, seed=args.seed)
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--markdown")
     args = parser.parse_args(argv)
     prog = parser.prog
-    import clip
+    from triptych import clip
 
     try:
         check_args(args)

@@ -1,0 +1,127 @@
+"""Benchmark command: our API against the plain library a user would drive instead, side by side in one run.
+
+triptych-benchmark classify --batch-size 256 --labels 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .captioner import benchmark_vlm
+from .encoder import benchmark_classify
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(a) for a, _ in rows)
+    print(f"| {'measure':<{width}} | result |")
+    print(f"|{'-' * (width + 2)}|--------|")
+    for a, b in rows:
+        print(f"| {a:<{width}} | {b} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="triptych-benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    cls = sub.add_parser("classify", help="Encoder.classify vs plain open_clip on the same weights")
+    cls.add_argument("--model", default="shapes")
+    cls.add_argument("--batch-size", type=int, default=256)
+    cls.add_argument("--labels", type=int, default=48)
+    cls.add_argument("--repeats", type=int, default=10)
+    cls.add_argument("--device")
+    cls.add_argument("--dtype")
+    gen = sub.add_parser("vlm", help="VLM decoding vs transformers' LlamaForCausalLM.generate, cache vs none")
+    gen.add_argument("--model", default="shapes")
+    gen.add_argument("--encoder")
+    gen.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    gen.add_argument("--new-tokens", type=int, default=48)
+    gen.add_argument("--repeats", type=int, default=5)
+    gen.add_argument("--device")
+    gen.add_argument("--dtype")
+    gen.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd decoding row")
+    dif = sub.add_parser("diffusion", help="decoder vs diffusers' KandinskyV22Pipeline; DPM-Solver++ vs DDIM-50")
+    dif.add_argument("--model", default="shapes")
+    dif.add_argument("--encoder")
+    dif.add_argument("--batch-size", type=int, default=16)
+    dif.add_argument("--steps", type=int, nargs="+", default=[25, 50], help="step counts to compare at")
+    dif.add_argument("--fast-steps", type=int, nargs="+", default=[10, 15], help="DPM-Solver++ step counts")
+    dif.add_argument("--score-count", type=int, default=20, help="prompts per category for scores (0: skip)")
+    dif.add_argument("--repeats", type=int, default=3)
+    dif.add_argument("--device")
+    dif.add_argument("--dtype")
+    mem = sub.add_parser("memory", help="the app's peak memory vs three separate apps, each with its own encoder")
+    mem.add_argument("--preset", default="shapes")
+    mem.add_argument("--device")
+    mem.add_argument("--dtype")
+    load = sub.add_parser("load", help="concurrent gradio_client users on every endpoint, plus bad uploads")
+    load.add_argument("--url", help="an app already running (default: start one on --port)")
+    load.add_argument("--preset", default="shapes")
+    load.add_argument("--port", type=int, default=7861)
+    load.add_argument("--clients", type=int, default=16)
+    load.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    if args.what == "memory":
+        from .memory import benchmark_memory
+
+        rows = benchmark_memory(args.preset, args.device, args.dtype)
+    elif args.what == "load":
+        return _load(parser, args)
+    elif args.what == "diffusion":
+        from .generator import benchmark_generator
+
+        if min([args.batch_size, args.repeats, *args.steps, *args.fast_steps]) <= 0 or args.score_count < 0:
+            parser.error("--batch-size, --repeats and step counts must be positive, --score-count >= 0")
+        rows = benchmark_generator(
+            args.model,
+            args.encoder,
+            args.batch_size,
+            tuple(args.steps),
+            tuple(args.fast_steps),
+            args.score_count,
+            args.repeats,
+            args.device,
+            args.dtype,
+        )
+    elif args.what == "classify":
+        if min(args.batch_size, args.labels, args.repeats) <= 0:
+            parser.error("--batch-size, --labels and --repeats must be positive")
+        rows = benchmark_classify(args.model, args.batch_size, args.labels, args.repeats, args.device, args.dtype)
+    else:
+        if min([*args.batch_sizes, args.new_tokens, args.repeats]) <= 0:
+            parser.error("--batch-sizes, --new-tokens and --repeats must be positive")
+        rows = benchmark_vlm(
+            args.model,
+            args.encoder,
+            tuple(args.batch_sizes),
+            args.new_tokens,
+            args.repeats,
+            args.device,
+            args.dtype,
+            compile=not args.no_compile,
+        )
+    print_table(rows)
+    return 0
+
+
+def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .load import run_load, serve_in_background
+
+    if args.clients <= 0 or not args.seconds > 0:
+        parser.error("--clients and --seconds must be positive")
+    server = None if args.url else serve_in_background(args.preset, args.port)
+    try:
+        report = run_load(args.url or f"http://127.0.0.1:{args.port}/", args.clients, args.seconds)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+    print_table(report.rows())
+    for line in report.errors[:10] + report.bad_unclear[:10]:
+        print(f"  {line}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

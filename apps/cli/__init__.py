@@ -1,0 +1,1 @@
+"""The `triptych` command and the scripts it dispatches to."""

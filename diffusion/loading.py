@@ -1,0 +1,148 @@
+"""Loading generators: our own folders (generator.json + prior/ + unet/ + movq/ + schedulers), Kandinsky 2.2's
+two repositories as published (a prior repository with its CLIP, tokenizer, PriorTransformer and UnCLIPScheduler;
+a decoder repository with its UNet, MoVQ and DDPMScheduler, run by our pipeline so the numbers are
+KandinskyV22PriorPipeline's and KandinskyV22Pipeline's), and presets of either. Every folder is checked before
+diffusers reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from triptych import clip
+from triptych.core import presets
+from triptych.core.devices import resolve_device, resolve_dtype
+from triptych.core.errors import InvalidSettingError, WeightsError
+from triptych.core.manifest import MANIFEST, verify_manifest
+from triptych.core.weights_files import check_folder, config_value, positive_int, read_json, weights_errors
+from triptych.weights import SHAPES_DIR
+
+from .decoder import DecoderStage
+from .pipeline import UnCLIPGenerator
+from .prior import PriorStage
+from .settings import GenerationSettings
+
+CONFIG = "generator.json"
+BUNDLED = {"shapes": SHAPES_DIR / "diffusion"}
+# Kandinsky's own pipeline defaults, except 50 decoder steps (its 100 buy little) and its DDPM scheduler kept
+DEFAULTS = GenerationSettings(steps=50, guidance=4.0, prior_steps=25, prior_guidance=4.0, scheduler="ddpm")
+
+
+def is_prior_repo(folder: Path) -> bool:
+    """prior/, scheduler/ and the text_encoder/ it was trained on (our own generator folders have none)."""
+    return (
+        all((folder / part / "config.json").is_file() for part in ("prior", "text_encoder"))
+        and (folder / "scheduler").is_dir()
+    )
+
+
+def is_decoder_repo(folder: Path) -> bool:
+    return (folder / "unet" / "config.json").is_file() and (folder / "movq" / "config.json").is_file()
+
+
+def find_pair(root: Path) -> tuple[Path, Path] | None:
+    """(prior repo, decoder repo) among the subfolders of `root`, whatever they are called."""
+    subfolders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    priors = [p for p in subfolders if is_prior_repo(p)]
+    decoders = [p for p in subfolders if is_decoder_repo(p)]
+    return (priors[0], decoders[0]) if priors and decoders else None
+
+
+def load_kandinsky(
+    prior_folder: str | Path,
+    decoder_folder: str | Path,
+    encoder: clip.Encoder | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    name: str = "kandinsky-2.2",
+    offload: bool = False,
+) -> UnCLIPGenerator:
+    """A generator from the two Kandinsky 2.2 repositories. Without `encoder`, the prior repository's CLIP is
+    loaded (its text_encoder/ and image_encoder/, converted to open_clip); pass it to share one encoder."""
+    prior_folder, decoder_folder = Path(prior_folder), Path(decoder_folder)
+    if not is_prior_repo(prior_folder):
+        raise WeightsError(f"{prior_folder} is not a Kandinsky prior repository (prior/, scheduler/, text_encoder/)")
+    if not is_decoder_repo(decoder_folder):
+        raise WeightsError(f"{decoder_folder} is not a Kandinsky decoder repository (unet/, movq/, scheduler/)")
+    if encoder is None:
+        encoder = clip.load(str(prior_folder), device=device, dtype=dtype, offload=offload)
+    prior, decoder = load_stages(prior_folder, decoder_folder, encoder, device, dtype, prior_scheduler="scheduler")
+    image_size = decoder.unet.config.sample_size * decoder.scale_factor
+    return UnCLIPGenerator(prior, decoder, encoder, image_size, DEFAULTS, name)
+
+
+def load_stages(
+    prior_folder: Path,
+    decoder_folder: Path,
+    encoder: clip.Encoder,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    *,
+    prior_scheduler: str = "prior_scheduler",
+    normalize_text: bool = False,
+) -> tuple[PriorStage, DecoderStage]:
+    """The prior (`prior/` + its scheduler folder) and decoder (`unet/`, `movq/`, `scheduler/`) on the encoder's
+    device and dtype unless asked otherwise, registered with its placement (so offload covers them too)."""
+    dev = encoder.device if device is None else resolve_device(device)
+    dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
+    store = encoder.placement.load_device if dev == encoder.device else dev
+    for folder in {prior_folder, decoder_folder}:
+        check_folder(folder)  # before diffusers reads a config
+    # diffusers: missing files, no safetensors where we demand them, corrupt weights, malformed configs
+    with weights_errors(f"cannot load the generator from {prior_folder} and {decoder_folder} (safetensors only)"):
+        prior = PriorStage.from_pretrained(prior_folder, encoder, prior_scheduler, normalize_text)
+        decoder = DecoderStage.from_pretrained(decoder_folder, store, dt)
+    if prior.prior.config.embedding_dim != encoder.embed_dim:
+        raise WeightsError(
+            f"the prior works on {prior.prior.config.embedding_dim}-d embeddings; "
+            f"the encoder makes {encoder.embed_dim}-d ones"
+        )
+    prior.to(store, dt)
+    decoder.device = dev
+    for part, model in (("prior", prior.prior), ("unet", decoder.unet), ("movq", decoder.movq)):
+        encoder.placement.register(part, model)
+    return prior, decoder
+
+
+def load(
+    name: str = "shapes",
+    encoder: clip.Encoder | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    offload: bool = False,
+) -> UnCLIPGenerator:
+    """Load a generator onto an encoder: "shapes", a generator folder (generator.json, prior/, prior_scheduler/,
+    unet/, movq/, scheduler/), a preset name ("kandinsky-2.2"), or a folder holding Kandinsky's prior and decoder
+    repositories. Pass the encoder already in use to share it; otherwise the generator's own is loaded.
+    Defaults: CUDA + fp16 when available, else CPU + fp32. `offload` (when the encoder is loaded here): models
+    wait on the CPU, each moved to the device only while it runs."""
+    if name in presets.PRESETS:
+        folders = presets.fetch(name)
+        if "prior" not in folders:
+            raise WeightsError(f"preset {name!r} has no generator")
+        return load_kandinsky(folders["prior"], folders["decoder"], encoder, device, dtype, name, offload)
+    folder = Path(BUNDLED.get(name, Path(name).expanduser()))
+    pair = find_pair(folder) if not (folder / CONFIG).is_file() else None
+    if pair is not None:
+        return load_kandinsky(*pair, encoder, device, dtype, name, offload)
+    if not (folder / CONFIG).is_file():
+        raise WeightsError(
+            f"{folder / CONFIG} is missing: not a generator folder (nor one holding Kandinsky's prior and decoder)"
+        )
+    if (folder / MANIFEST).is_file():
+        verify_manifest(folder)
+    check_folder(folder)
+    path = folder / CONFIG
+    config = read_json(path)
+    encoder_name = config_value(config, "encoder", str, path)
+    image_size = positive_int(config, "image_size", path)
+    normalize_text = config_value(config, "prior_normalize_text", bool, path, default=False)
+    try:
+        defaults = GenerationSettings().updated(**config_value(config, "defaults", dict, path, default={}))
+    except InvalidSettingError as err:
+        raise WeightsError(f"{path}: key 'defaults': {err}") from err
+    if encoder is None:
+        encoder = clip.load(encoder_name, device=device, dtype=dtype, offload=offload)
+    prior, decoder = load_stages(folder, folder, encoder, device, dtype, normalize_text=normalize_text)
+    return UnCLIPGenerator(prior, decoder, encoder, image_size, defaults, name)
