@@ -8,35 +8,30 @@ from pathlib import Path
 import open_clip
 import torch
 
-from triptych.core import manifest, presets
+from triptych.core import manifest
 from triptych.core.devices import precision_name, resolve_device, resolve_dtype
 from triptych.core.errors import WeightsError
 from triptych.core.placement import Placement
+from triptych.core.resolve import Parts, resolve
 from triptych.core.weights_files import check_folder, config_value, read_json, weights_errors
-from triptych.weights import SHAPES_DIR
 
 from .encoder import Encoder
 from .hf_bridge import HFClipFolders, find_hf_clip, load_hf_clip
 
-BUNDLED = {"shapes": SHAPES_DIR / "clip"}
 CHECKPOINT = "open_clip_model.safetensors"
 CONFIG = "open_clip_config.json"
 
 
-def resolve(name: str, pretrained: str | None = None) -> tuple[str, str | None, Path | None]:
-    """(open_clip model name, pretrained tag, local folder) for any name `load` accepts."""
-    if name in BUNDLED:
-        return f"local-dir:{BUNDLED[name]}", None, BUNDLED[name]
-    if name in presets.PRESETS:  # fetched (or found in the hub cache), then loaded from its folder
-        folder = presets.encoder_folder(presets.fetch(name))
-        return f"local-dir:{folder}", None, folder
-    if name.startswith("local-dir:"):
-        return name, None, Path(name[len("local-dir:") :]).expanduser()
-    if name.startswith("hf-hub:"):
-        return name, None, None
-    if Path(name).expanduser().is_dir():
-        return f"local-dir:{Path(name).expanduser()}", None, Path(name).expanduser()
-    arch, _, tag = name.partition(":")
+def open_clip_source(source: str, pretrained: str | None = None) -> tuple[str, str | None, Path | None]:
+    """(open_clip model name, pretrained tag, local folder) for an encoder source the resolver found: a folder,
+    "local-dir:FOLDER", "hf-hub:org/repo" or an open_clip architecture with an optional ":tag"."""
+    if source.startswith("local-dir:"):
+        return source, None, Path(source[len("local-dir:") :]).expanduser()
+    if source.startswith("hf-hub:"):
+        return source, None, None
+    if Path(source).expanduser().is_dir():
+        return f"local-dir:{Path(source).expanduser()}", None, Path(source).expanduser()
+    arch, _, tag = source.partition(":")
     return arch, pretrained or tag or None, None
 
 
@@ -87,7 +82,7 @@ def check_hub_config(repo: str, cache_dir: str | None) -> None:
 
 
 def load(
-    name: str = "shapes",
+    name: str | Parts = "shapes",
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     *,
@@ -97,7 +92,7 @@ def load(
 ) -> Encoder:
     """Load an encoder.
 
-    name: "shapes" (bundled); a preset name (weights.presets, e.g. "clip-vit-b-32"); an open_clip
+    name: "shapes" (bundled); a preset name (`triptych presets`, e.g. "clip-vit-b-32"); an open_clip
     architecture with an optional tag ("ViT-B-32:laion2b_s34b_b79k" or pretrained="..."); "local-dir:/path" or a
     folder path (open_clip_config.json + open_clip_model.safetensors, a transformers CLIPModel folder, or
     Kandinsky's text_encoder/ + image_encoder/ + tokenizer/); or "hf-hub:org/repo".
@@ -107,7 +102,9 @@ def load(
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     placement = Placement(dev, offload)
-    model_name, tag, folder = resolve(name, pretrained)
+    parts = resolve(name)
+    name = parts.name
+    model_name, tag, folder = open_clip_source(str(parts.require("encoder")), pretrained)
     if folder is not None and (hf_layout := check_local_dir(folder)) is not None:
         # transformers' CLIP (e.g. Kandinsky 2.2's prior repository): converted on load
         with weights_errors(folder):

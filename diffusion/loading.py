@@ -11,42 +11,20 @@ from pathlib import Path
 import torch
 
 from triptych import clip
-from triptych.core import presets
 from triptych.core.devices import resolve_device, resolve_dtype
 from triptych.core.errors import InvalidSettingError, WeightsError
 from triptych.core.manifest import MANIFEST, verify_manifest
+from triptych.core.resolve import GENERATOR_CONFIG, Parts, is_decoder_repo, is_prior_repo, resolve
 from triptych.core.weights_files import check_folder, config_value, positive_int, read_json, weights_errors
-from triptych.weights import SHAPES_DIR
 
 from .decoder import DecoderStage
 from .pipeline import UnCLIPGenerator
 from .prior import PriorStage
 from .settings import GenerationSettings
 
-CONFIG = "generator.json"
-BUNDLED = {"shapes": SHAPES_DIR / "diffusion"}
+CONFIG = GENERATOR_CONFIG
 # Kandinsky's own pipeline defaults, except 50 decoder steps (its 100 buy little) and its DDPM scheduler kept
 DEFAULTS = GenerationSettings(steps=50, guidance=4.0, prior_steps=25, prior_guidance=4.0, scheduler="ddpm")
-
-
-def is_prior_repo(folder: Path) -> bool:
-    """prior/, scheduler/ and the text_encoder/ it was trained on (our own generator folders have none)."""
-    return (
-        all((folder / part / "config.json").is_file() for part in ("prior", "text_encoder"))
-        and (folder / "scheduler").is_dir()
-    )
-
-
-def is_decoder_repo(folder: Path) -> bool:
-    return (folder / "unet" / "config.json").is_file() and (folder / "movq" / "config.json").is_file()
-
-
-def find_pair(root: Path) -> tuple[Path, Path] | None:
-    """(prior repo, decoder repo) among the subfolders of `root`, whatever they are called."""
-    subfolders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    priors = [p for p in subfolders if is_prior_repo(p)]
-    decoders = [p for p in subfolders if is_decoder_repo(p)]
-    return (priors[0], decoders[0]) if priors and decoders else None
 
 
 def load_kandinsky(
@@ -106,7 +84,7 @@ def load_stages(
 
 
 def load(
-    name: str = "shapes",
+    name: str | Parts = "shapes",
     encoder: clip.Encoder | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
@@ -117,15 +95,10 @@ def load(
     repositories. Pass the encoder already in use to share it; otherwise the generator's own is loaded.
     Defaults: CUDA + fp16 when available, else CPU + fp32. `offload` (when the encoder is loaded here): models
     wait on the CPU, each moved to the device only while it runs."""
-    if name in presets.PRESETS:
-        folders = presets.fetch(name)
-        if "prior" not in folders:
-            raise WeightsError(f"preset {name!r} has no generator")
-        return load_kandinsky(folders["prior"], folders["decoder"], encoder, device, dtype, name, offload)
-    folder = Path(BUNDLED.get(name, Path(name).expanduser()))
-    pair = find_pair(folder) if not (folder / CONFIG).is_file() else None
-    if pair is not None:
-        return load_kandinsky(*pair, encoder, device, dtype, name, offload)
+    parts = resolve(name)
+    name, folder = parts.name, Path(parts.require("generator"))
+    if parts.decoder is not None:
+        return load_kandinsky(folder, parts.decoder, encoder, device, dtype, name, offload)
     if not (folder / CONFIG).is_file():
         raise WeightsError(
             f"{folder / CONFIG} is missing: not a generator folder (nor one holding Kandinsky's prior and decoder)"

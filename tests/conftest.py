@@ -25,10 +25,11 @@ def encoder():
 def service(encoder):
     """Every bundled capability on the one session encoder."""
     from triptych import diffusion, vlm
-    from triptych.apps.serve.service import Preset, Service
+    from triptych.apps.serve.service import Service
+    from triptych.core.resolve import resolve
 
     return Service(
-        Preset.resolve("shapes"),
+        resolve("shapes"),
         encoder,
         vlm.load("shapes", encoder=encoder),
         diffusion.load("shapes", encoder=encoder),

@@ -224,10 +224,13 @@ def test_hub_sources_fail_clearly_offline(name, monkeypatch):
 
 
 def test_names_resolve_to_open_clip_sources(tmp_path):
-    from triptych.clip.factory import resolve
+    from triptych.clip.factory import open_clip_source
+    from triptych.core.resolve import resolve
 
-    assert resolve("shapes")[0] == f"local-dir:{SHAPES_DIR / 'clip'}"
-    assert resolve("ViT-B-32:openai") == ("ViT-B-32", "openai", None)
-    assert resolve("ViT-B-32", pretrained="laion2b_s34b_b79k")[:2] == ("ViT-B-32", "laion2b_s34b_b79k")
-    assert resolve("hf-hub:timm/ViT-B-16-SigLIP") == ("hf-hub:timm/ViT-B-16-SigLIP", None, None)
-    assert resolve(str(tmp_path))[2] == tmp_path
+    assert resolve("shapes").encoder == str(SHAPES_DIR / "clip")
+    assert open_clip_source(resolve("shapes").encoder)[0] == f"local-dir:{SHAPES_DIR / 'clip'}"
+    assert open_clip_source("ViT-B-32:openai") == ("ViT-B-32", "openai", None)
+    assert open_clip_source("ViT-B-32", pretrained="laion2b_s34b_b79k")[:2] == ("ViT-B-32", "laion2b_s34b_b79k")
+    assert resolve("hf-hub:timm/ViT-B-16-SigLIP").encoder == "hf-hub:timm/ViT-B-16-SigLIP"
+    assert open_clip_source("hf-hub:timm/ViT-B-16-SigLIP") == ("hf-hub:timm/ViT-B-16-SigLIP", None, None)
+    assert open_clip_source(str(tmp_path))[2] == tmp_path

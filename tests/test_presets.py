@@ -14,8 +14,9 @@ from tests.tiny_models import make_tiny_encoder_dir
 from triptych import clip, diffusion
 from triptych.apps.cli.main import main as triptych
 from triptych.apps.serve.app import build_app, launch
-from triptych.apps.serve.service import Preset, Service
+from triptych.apps.serve.service import Service
 from triptych.core import presets
+from triptych.core.resolve import resolve
 from triptych.world import render, sample_scene
 
 
@@ -55,9 +56,9 @@ def test_offline_fetch_names_the_missing_repository(tmp_path, monkeypatch, capsy
 
 def test_local_preset_folder_resolves_and_names_a_missing_file(kandinsky_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = Preset.resolve(str(kandinsky_folder))
-    assert spec.encoder == spec.generator == str(kandinsky_folder / "kandinsky-2-2-prior")
-    assert spec.decoder == str(kandinsky_folder / "kandinsky-2-2-decoder") and spec.vlm is None
+    parts = resolve(str(kandinsky_folder))
+    assert parts.encoder == str(parts.generator) == str(kandinsky_folder / "kandinsky-2-2-prior")
+    assert parts.decoder == kandinsky_folder / "kandinsky-2-2-decoder" and parts.vlm is None
     folders = presets.fetch("kandinsky-2.2", to=kandinsky_folder)  # offline: the folder is used as it is
     assert folders["prior"] == kandinsky_folder / "kandinsky-2-2-prior"
     broken = tmp_path / "broken"
@@ -65,9 +66,9 @@ def test_local_preset_folder_resolves_and_names_a_missing_file(kandinsky_folder,
     for weights in (broken / "kandinsky-2-2-decoder" / "unet").glob("*.safetensors"):
         weights.unlink()
     with pytest.raises(clip.WeightsError, match=r"unet/diffusion_pytorch_model\*\.safetensors"):
-        Preset.resolve(str(broken))
-    with pytest.raises(clip.WeightsError, match="neither clip/"):
-        Preset.resolve(str(tmp_path / "broken" / "kandinsky-2-2-decoder"))
+        resolve(str(broken))
+    with pytest.raises(clip.WeightsError, match="open_clip_config.json"):  # a decoder repository alone: no encoder
+        Service.load(str(tmp_path / "broken" / "kandinsky-2-2-decoder"), device="cpu")
 
 
 def test_encoder_only_preset_folder_serves_classification(tmp_path):

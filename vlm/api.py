@@ -14,14 +14,12 @@ from triptych.core.devices import resolve_device, resolve_dtype
 from triptych.core.errors import InvalidImageError, InvalidTextError, WeightsError
 from triptych.core.images import ImageInput, load_images
 from triptych.core.manifest import MANIFEST, verify_manifest
+from triptych.core.resolve import Parts, resolve
 from triptych.core.weights_files import check_folder
-from triptych.weights import SHAPES_DIR
 
 from .generate import GenerationConfig, Generator
 from .model import VLM
 from .tokenizer import TextCodec
-
-BUNDLED = {"shapes": SHAPES_DIR / "vlm"}
 
 
 class Captioner:
@@ -102,21 +100,21 @@ class Captioner:
 
 
 def load(
-    name: str = "shapes",
+    name: str | Parts = "shapes",
     encoder: clip.Encoder | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     compile: bool = False,
 ) -> Captioner:
-    """Load a VLM folder ("shapes" or a path: config.json + model.safetensors + tokenizer.json) onto an encoder.
+    """Load a VLM ("shapes", a VLM folder: config.json + model.safetensors + tokenizer.json, or a folder in our
+    layout with vlm/; see triptych.core.resolve) onto an encoder.
 
     Pass the encoder already in use to share it; otherwise the one the VLM was trained with is loaded.
     `compile`: decode with a torch.compile'd static-shape step (faster per token; the first caption of each
     batch size and length bucket waits for the compiler).
     """
-    folder = Path(BUNDLED.get(name, Path(name).expanduser()))
-    if not folder.is_dir():
-        raise WeightsError(f"VLM folder not found: {folder}")
+    parts = resolve(name)
+    name, folder = parts.name, Path(parts.require("vlm"))
     if (folder / MANIFEST).is_file():
         verify_manifest(folder)
     check_folder(folder)

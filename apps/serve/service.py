@@ -10,72 +10,22 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from PIL import Image
 
 from triptych import clip, diffusion, vlm
-from triptych.core import presets
 from triptych.core.devices import precision_name
-from triptych.core.errors import WeightsError
+from triptych.core.resolve import Parts, resolve
 
 CAPABILITIES: tuple[str, ...] = ("classify", "caption", "generate")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Where a preset's parts live. `generator` is a diffusion.load name, or with `decoder` set, Kandinsky's
-    prior repository (and `decoder` its decoder repository). A part a preset lacks is None."""
-
-    name: str
-    encoder: str  # a clip.load name
-    vlm: str | None = None  # a vlm.load name
-    generator: str | None = None
-    decoder: str | None = None
-
-    @classmethod
-    def resolve(cls, name: str) -> Preset:
-        """ "shapes"; a registered preset name (weights.presets: fetched, or from the hub cache offline); a folder
-        laid out as the hub lays out a registered preset (one subfolder per repository); or a folder with
-        clip/ and any of vlm/ and diffusion/ (our own format)."""
-        if name == "shapes":
-            return cls("shapes", "shapes", "shapes", "shapes")
-        if name in presets.PRESETS:
-            return cls._from_repos(name, presets.fetch(name))
-        folder = Path(name).expanduser()
-        if not folder.is_dir():
-            raise WeightsError(
-                f"preset {name!r} is neither 'shapes', a known preset ({', '.join(presets.PRESETS)}) nor a folder"
-            )
-        registered = presets.find_local(folder)
-        if registered is not None:
-            return cls._from_repos(str(folder), presets.local_folders(registered, folder))
-        if not (folder / "clip").is_dir():
-            raise WeightsError(
-                f"preset folder {folder} holds neither clip/ (with optional vlm/ and diffusion/) nor the "
-                f"repositories of a known preset ({', '.join(presets.PRESETS)})"
-            )
-        parts = {p: str(folder / p) if (folder / p).is_dir() else None for p in ("vlm", "diffusion")}
-        return cls(str(folder), f"local-dir:{folder / 'clip'}", parts["vlm"], parts["diffusion"])
-
-    @classmethod
-    def _from_repos(cls, name: str, folders: dict[str, Path]) -> Preset:
-        encoder = presets.encoder_folder(folders)
-        prior, decoder = folders.get("prior"), folders.get("decoder")
-        return cls(name, str(encoder), None, str(prior) if prior else None, str(decoder) if decoder else None)
-
-    def load_generator(self, encoder: clip.Encoder) -> diffusion.UnCLIPGenerator:
-        if self.decoder is not None:
-            return diffusion.load_kandinsky(self.generator, self.decoder, encoder=encoder, name=self.name)
-        return diffusion.load(self.generator, encoder=encoder)
 
 
 @dataclass
 class Service:
     """The encoder and whichever of the VLM and generator were asked for, loaded once, on one device."""
 
-    preset: Preset
+    preset: Parts  # what the preset name resolved to (core.resolve)
     encoder: clip.Encoder
     captioner: vlm.Captioner | None = None
     generator: diffusion.UnCLIPGenerator | None = None
@@ -97,11 +47,11 @@ class Service:
         if unknown or not capabilities:
             raise ValueError(f"capabilities must be a non-empty subset of {CAPABILITIES}, got {capabilities}")
         start = time.perf_counter()
-        spec = Preset.resolve(preset)
-        encoder = clip.load(spec.encoder, device=device, dtype=dtype, offload=offload)
-        captioner = vlm.load(spec.vlm, encoder=encoder) if spec.vlm and "caption" in capabilities else None
-        generator = spec.load_generator(encoder) if spec.generator and "generate" in capabilities else None
-        return cls(spec, encoder, captioner, generator, time.perf_counter() - start)
+        parts = resolve(preset)  # once: every loader below gets the same folders
+        encoder = clip.load(parts, device=device, dtype=dtype, offload=offload)
+        captioner = vlm.load(parts, encoder=encoder) if parts.vlm and "caption" in capabilities else None
+        generator = diffusion.load(parts, encoder=encoder) if parts.generator and "generate" in capabilities else None
+        return cls(parts, encoder, captioner, generator, time.perf_counter() - start)
 
     @property
     def device(self) -> torch.device:
@@ -160,4 +110,4 @@ def example_prompts(count: int = 5, seed: int = 2026) -> list[str]:
     return [geneval_prompt(categories[i % len(categories)], rng)[0] for i in range(count)]
 
 
-__all__ = ["CAPABILITIES", "Preset", "Service", "example_prompts", "example_scenes"]
+__all__ = ["CAPABILITIES", "Service", "example_prompts", "example_scenes"]
