@@ -7,6 +7,7 @@ from pathlib import Path
 
 import open_clip
 import torch
+from huggingface_hub import hf_hub_download
 
 from triptych.core import manifest
 from triptych.core.devices import precision_name, resolve_device, resolve_dtype
@@ -70,8 +71,6 @@ def check_open_clip_config(config: dict, path: Path) -> None:
 def check_hub_config(repo: str, cache_dir: str | None) -> None:
     """An hf-hub: encoder's open_clip_config.json, fetched (or read from the cache) and checked before open_clip
     reads it: a hub repository is as untrusted as a local folder."""
-    from huggingface_hub import hf_hub_download
-
     try:
         path = hf_hub_download(repo, CONFIG, cache_dir=cache_dir)
     except Exception as err:  # offline, unknown repo, no such file: huggingface_hub's many error types

@@ -11,6 +11,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
 from .errors import WeightsError
 
 WEIGHT_FILES = ("*.json", "*.safetensors", "*.txt")  # configs, weights, tokenizer vocab/merges
@@ -151,9 +154,6 @@ def fetch(name: str, to: Path | None = None, cache_dir: Path | None = None) -> d
     """role -> local folder for a named preset: downloaded (resumably, with progress bars) into `to`/<repo name>
     or the hub cache; offline (HF_HUB_OFFLINE=1), only what is already there is used, and a missing file is
     named."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
     preset = get(name)
     folders = {}
     for repo in preset.repos:

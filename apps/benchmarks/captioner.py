@@ -4,10 +4,16 @@ loop, on the same weights."""
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from dataclasses import replace
 
 import torch
+from transformers import LlamaForCausalLM
+
+from triptych import clip, vlm
+from triptych.vlm.generate import GenerationConfig, Generator
+from triptych.world import render, sample_scene
 
 from .timing import timed
 
@@ -25,14 +31,6 @@ def benchmark_vlm(
     """Our generation vs transformers' LlamaForCausalLM.generate on the same decoder weights and prefixes;
     ours with vs without the KV cache; and (`compile`) ours with the torch.compile'd static-shape step. Every
     run decodes exactly `new_tokens` tokens (EOS ignored)."""
-    import tempfile
-
-    from transformers import LlamaForCausalLM
-
-    from triptych import clip, vlm
-    from triptych.vlm.generate import Generator
-    from triptych.world import render, sample_scene
-
     enc = clip.load(encoder, device=device, dtype=dtype) if encoder else None
     captioner = vlm.load(model, encoder=enc, device=device, dtype=dtype)
     dev, dt = captioner.encoder.device, next(captioner.vlm.parameters()).dtype
@@ -74,8 +72,6 @@ def benchmark_vlm(
 def _vlm_runs(generator, hf, embeds: torch.Tensor, valid: torch.Tensor, n: int, compiled=None) -> dict:
     """name -> (decode n tokens, decode the first token only or None) for one batch of prefixes; `compiled`, a
     Generator with the torch.compile'd step, adds its row."""
-    from triptych.vlm.generate import GenerationConfig
-
     full = GenerationConfig(max_new_tokens=n, ignore_eos=True)
     mask = valid.long()
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import statistics
 
+import open_clip
 import torch
+
+from triptych import clip
+from triptych.clip.factory import open_clip_source
+from triptych.core.devices import precision_name
+from triptych.core.resolve import resolve
+from triptych.world import ALL_PAIRS, render, sample_scene
 
 from .timing import timed
 
@@ -13,13 +20,6 @@ def benchmark_classify(
     model: str, batch_size: int, num_labels: int, repeats: int, device: str | None, dtype: str | None
 ) -> list[tuple[str, str]]:
     """Rows of (what, result) comparing Encoder.classify with plain open_clip on the same weights."""
-    import open_clip
-
-    from triptych import clip
-    from triptych.clip.factory import resolve
-    from triptych.core.devices import precision_name
-    from triptych.world import ALL_PAIRS, render, sample_scene
-
     encoder = clip.load(model, device=device, dtype=dtype)
     dev = encoder.device
     labels = [f"a {c} {s}" for c, s in ALL_PAIRS][:num_labels]
@@ -28,7 +28,7 @@ def benchmark_classify(
     images = [render(sample_scene(i)) for i in range(batch_size)]
 
     # the plain-open_clip path a user would write: preprocess each image, encode both towers, softmax
-    name, tag, _ = resolve(model)
+    name, tag, _ = open_clip_source(str(resolve(model).require("encoder")))
     plain, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=tag, device=dev, precision=precision_name(encoder.dtype)
     )

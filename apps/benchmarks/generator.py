@@ -8,7 +8,9 @@ import statistics
 import torch
 from diffusers import KandinskyV22Pipeline
 
+from triptych import clip, diffusion
 from triptych.apps.evaluation.generator import evaluate_generator
+from triptych.diffusion.schedulers import make_scheduler
 
 from .timing import timed
 
@@ -25,9 +27,6 @@ def benchmark_generator(
     dtype: str | None,
 ) -> list[tuple[str, str]]:
     """Rows of (what, result)."""
-    from triptych import clip, diffusion
-    from triptych.diffusion.schedulers import make_scheduler
-
     encoder = clip.load(encoder_name, device=device, dtype=dtype) if encoder_name else None
     gen = diffusion.load(model, encoder=encoder, device=device, dtype=dtype)
     dev, size, guidance = gen.encoder.device, gen.image_size, gen.defaults.guidance

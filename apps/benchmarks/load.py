@@ -18,6 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+from gradio_client import Client, handle_file
+
+from triptych.world import render, sample_scene
+
 ENDPOINTS = ("/classify", "/ask", "/caption", "/generate")
 BAD_UPLOADS = {  # name -> (file content, a phrase the error must contain)
     "corrupt.png": (b"\x89PNG\r\n\x1a\n this is not really a png", "not a readable image"),
@@ -67,7 +72,6 @@ class LoadReport:
 
 
 def _scene_files(folder: Path, count: int) -> list[Path]:
-    from triptych.world import render, sample_scene
 
     rng = random.Random(2026)
     paths = []
@@ -79,7 +83,6 @@ def _scene_files(folder: Path, count: int) -> list[Path]:
 
 
 def _good_client(url: str, index: int, images: list[Path], deadline: float, report: LoadReport, lock) -> None:
-    from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
     rng = random.Random(index)
@@ -105,7 +108,6 @@ def _good_client(url: str, index: int, images: list[Path], deadline: float, repo
 
 
 def _bad_client(url: str, folder: Path, deadline: float, report: LoadReport, lock) -> None:
-    from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
     files = []
@@ -130,7 +132,6 @@ def _bad_client(url: str, folder: Path, deadline: float, report: LoadReport, loc
 
 
 def _probe(url: str, deadline: float, report: LoadReport) -> None:
-    import httpx
 
     while time.monotonic() < deadline:
         start = time.monotonic()
@@ -160,8 +161,6 @@ def run_load(url: str, clients: int = 16, seconds: float = 60.0) -> LoadReport:
 
 def serve_in_background(preset: str = "shapes", port: int = 7861) -> subprocess.Popen:
     """`triptych serve` as a child process; returns once the page answers."""
-    import httpx
-
     server = subprocess.Popen(
         [sys.executable, "-m", "triptych.apps.serve.app", "--preset", preset, "--port", str(port)]
     )

@@ -10,6 +10,9 @@ import sys
 
 from .captioner import benchmark_vlm
 from .encoder import benchmark_classify
+from .generator import benchmark_generator
+from .load import run_load, serve_in_background
+from .memory import benchmark_memory
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
@@ -63,14 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     if args.what == "memory":
-        from .memory import benchmark_memory
-
         rows = benchmark_memory(args.preset, args.device, args.dtype)
     elif args.what == "load":
         return _load(parser, args)
     elif args.what == "diffusion":
-        from .generator import benchmark_generator
-
         if min([args.batch_size, args.repeats, *args.steps, *args.fast_steps]) <= 0 or args.score_count < 0:
             parser.error("--batch-size, --repeats and step counts must be positive, --score-count >= 0")
         rows = benchmark_generator(
@@ -106,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .load import run_load, serve_in_background
 
     if args.clients <= 0 or not args.seconds > 0:
         parser.error("--clients and --seconds must be positive")

@@ -12,6 +12,12 @@ import resource
 import subprocess
 import sys
 
+import torch
+
+from triptych.apps.serve.app import build_app
+from triptych.apps.serve.service import Service
+from triptych.world import render, sample_scene
+
 CONFIGS: dict[str, tuple[str, ...]] = {
     "one app, all three": ("classify", "caption", "generate"),
     "classify app": ("classify",),
@@ -22,12 +28,6 @@ CONFIGS: dict[str, tuple[str, ...]] = {
 
 def child(capabilities: tuple[str, ...], preset: str, device: str | None, dtype: str | None) -> dict:
     """Load, build the app, exercise each capability once; peak memory in MiB."""
-    import torch
-
-    from triptych.apps.serve.app import build_app
-    from triptych.apps.serve.service import Service
-    from triptych.world import render, sample_scene
-
     service = Service.load(preset, device=device, dtype=dtype, capabilities=capabilities)
     build_app(service)
     image = render(sample_scene(0))

@@ -1,6 +1,8 @@
 """Evaluation command: score models on fresh world samples, as JSON and a markdown table.
 
 triptych-evaluate clip --model shapes --count 1000 --seed 1234 --json scores.json --markdown scores.md
+
+Models and torch are imported once the arguments are checked, so `--help` and usage errors answer at once.
 """
 
 from __future__ import annotations
