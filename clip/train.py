@@ -9,15 +9,12 @@ export in open_clip's local-dir format (fp16) with a sha256 manifest.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
 import random
 import shutil
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,22 +24,21 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from PIL import Image
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader
 from torchvision import transforms as T
-from tqdm.auto import tqdm
 
-from triptych.core.checkpoint import (
-    current_folder,
-    has_checkpoint,
-    load_checkpoint,
-    replace_folder,
-    save_checkpoint,
-    training_record,
+from triptych.core.checkpoint import training_record
+from triptych.core.training import (
+    Loop,
+    export_folder,
+    lr_at,
+    make_accelerator,
+    read_recipe,
+    run_options,
+    training_parser,
 )
-from triptych.core.manifest import MANIFEST, write_manifest
 from triptych.core.wordlevel import build_word_tokenizer, save_for_transformers
 from triptych.world import DEFAULT_SIDE, random_prompt_spec, render
-from triptych.world.dataset import StepBatches, scene_stream
+from triptych.world.dataset import scene_stream
 from triptych.world.vocab import world_words
 
 from .encoder import split_preprocess
@@ -75,22 +71,6 @@ def write_tokenizer(recipe: dict, folder: Path) -> None:
     if tok.get_vocab_size() > recipe["model_cfg"]["text_cfg"]["vocab_size"]:
         raise ValueError("the recipe's vocab_size is smaller than the world tokenizer's vocabulary")
     save_for_transformers(tok, folder, recipe["model_cfg"]["text_cfg"]["context_length"])
-
-
-@contextmanager
-def export_folder(out: Path) -> Iterator[Path]:
-    """A weights folder written whole: fill the yielded temp folder; entries of the existing `out` it lacks (a
-    model card, a sample grid) are kept, the sha256 manifest is written last, and the folder replaces `out` in one
-    switch, so a crash leaves the old export or the new one, each matching its manifest."""
-    with replace_folder(out) as tmp:
-        yield tmp
-        old = current_folder(out)
-        for entry in sorted(old.iterdir()) if old else ():
-            target = tmp / entry.name
-            if entry.name == MANIFEST or target.exists():
-                continue
-            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
-        write_manifest(tmp)
 
 
 def export_local_dir(model: torch.nn.Module, recipe: dict, tokenizer_dir: Path, out: Path, info: dict) -> None:
@@ -149,14 +129,47 @@ def eval_geometry(recipe: dict) -> Callable[[Image.Image], Image.Image] | None:
     return T.Compose(split_preprocess(transform)[0])
 
 
-def lr_at(step: int, base: float, warmup: int, total: int, horizons: Sequence[int] = ()) -> float:
-    """Linear warm-up, then cosine decay to zero at `total`. With `horizons` (ascending step counts below
-    `total`), the decay reaches zero at the first horizon and each later stretch follows the tail of the cosine
-    towards the next horizon: the schedule of a run that finished and was then extended, as one recipe."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    end = next((h for h in (*horizons, total) if step < h <= total), total)
-    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, end - warmup)))
+class ClipLoop(Loop):
+    """Contrastive steps: pixels normalised as open_clip's preprocess does, texts tokenized, the CLIP or SigLIP
+    loss over the batch's match matrix; the logit scale is clamped to [0, log 100] after each update."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        recipe: dict,
+        tokenizer: Callable[[list[str]], torch.Tensor],
+        ckpt: Path,
+    ) -> None:
+        cfg = recipe["train"]
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.98), eps=1e-6
+        )
+        super().__init__(accelerator, model, optimizer, ckpt, cfg["steps"], cfg["save_every"], name="clip")
+        self.cfg, self.tokenizer, device = cfg, tokenizer, accelerator.device
+        self.mean = torch.tensor(recipe["preprocess_cfg"]["mean"], device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(recipe["preprocess_cfg"]["std"], device=device).view(1, 3, 1, 1)
+        loss_fn = MultiPositiveSigLipLoss if cfg["loss"] == "siglip" else MultiPositiveClipLoss
+        self.loss_fn = loss_fn(accelerator.process_index, accelerator.num_processes)
+
+    def loss(self, batch: tuple[torch.Tensor, list[str], torch.Tensor], step: int) -> torch.Tensor:
+        images, texts, match = batch  # (B, 3, S, S) uint8, B prompts, (B, B) bool
+        device = self.accelerator.device
+        images = (images.to(device).float() / 255 - self.mean) / self.std
+        tokens = self.tokenizer(texts).to(device)
+        with self.accelerator.autocast():
+            features = self.wrapped(images, tokens)
+            return self.loss_fn(*features, match=match.to(device))
+
+    def lr(self, step: int, group: dict) -> float:
+        return lr_at(step, self.cfg["lr"], self.cfg["warmup_steps"], self.total)
+
+    def after_update(self) -> None:
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(100))
+
+    def postfix(self) -> dict[str, str]:
+        return {"loss": f"{self.state['loss']:.3f}", "lr": f"{self.optimizer.param_groups[0]['lr']:.1e}"}
 
 
 def train(
@@ -165,7 +178,7 @@ def train(
     """Train (or resume) to the recipe's step count and export to `out`; returns the training record.
     stop_after: checkpoint and return None once this many steps ran in this call (resume later)."""
     cfg = recipe["train"]
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    accelerator = make_accelerator()
     set_seed(cfg["seed"])
     workdir.mkdir(parents=True, exist_ok=True)
     tok_dir = workdir / "tokenizer"
@@ -175,95 +188,39 @@ def train(
     (tok_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": recipe["model_cfg"]}))
     tokenizer = open_clip.get_tokenizer(f"local-dir:{tok_dir}")
 
-    model = build_model(recipe)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.98), eps=1e-6
-    )
-    ckpt = workdir / "checkpoint"
-    state = {"step": 0, "elapsed_s": 0.0}
-    if resume and has_checkpoint(ckpt):
-        state = load_checkpoint(ckpt, model, optimizer)
-        accelerator.print(f"resumed from {ckpt} at step {state['step']}")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    mean = torch.tensor(recipe["preprocess_cfg"]["mean"], device=accelerator.device).view(1, 3, 1, 1)
-    std = torch.tensor(recipe["preprocess_cfg"]["std"], device=accelerator.device).view(1, 3, 1, 1)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    loss_fn = (MultiPositiveSigLipLoss if cfg["loss"] == "siglip" else MultiPositiveClipLoss)(rank, world)
-
+    loop = ClipLoop(accelerator, build_model(recipe), recipe, tokenizer, workdir / "checkpoint")
+    if resume:
+        loop.resume()
+    loop.model.train()
     # images are rendered at the world's side and resized exactly as inference will (open_clip's eval transform)
-    batches_of = WorldBatches(cfg["seed"], cfg["batch_size"], rank, cfg.get("twins", 0.0), eval_geometry(recipe))
-    data = StepBatches(batches_of, state["step"])
-    loader = DataLoader(data, batch_size=None, num_workers=workers, prefetch_factor=4 if workers > 0 else None)
-    total = cfg["steps"]
-    start = time.perf_counter() - state["elapsed_s"]
-    bar = tqdm(total=total, initial=state["step"], desc="clip", disable=not accelerator.is_main_process)
-    stop_at = min(total, state["step"] + stop_after) if stop_after else total
-    batches = iter(loader)
-    model.train()
-    while state["step"] < total:
-        images, texts, match = next(batches)
-        images = (images.to(accelerator.device).float() / 255 - mean) / std
-        tokens = tokenizer(texts).to(accelerator.device)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(state["step"], cfg["lr"], cfg["warmup_steps"], total)
-        with accelerator.autocast():
-            features = model(images, tokens)
-            loss = loss_fn(*features, match=match.to(accelerator.device))
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        with torch.no_grad():
-            accelerator.unwrap_model(model).logit_scale.clamp_(0, math.log(100))
-        state["step"] += 1
-        state["elapsed_s"] = time.perf_counter() - start
-        state["loss"] = round(loss.item(), 4)
-        bar.update(1)
-        bar.set_postfix(loss=f"{state['loss']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-        done = state["step"] in (total, stop_at)
-        if (done or state["step"] % cfg["save_every"] == 0) and accelerator.is_main_process:
-            save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, state)
-        if done:
-            break
-    bar.close()
-    if state["step"] < total:
-        accelerator.print(f"stopped at step {state['step']} of {total}; run again to resume from {ckpt}")
+    rank, world = accelerator.process_index, accelerator.num_processes
+    batches = WorldBatches(cfg["seed"], cfg["batch_size"], rank, cfg.get("twins", 0.0), eval_geometry(recipe))
+    state = loop.run(batches, workers, stop_after)
+    if state is None:
         return None
     info = training_record(recipe, state, accelerator.device, processes=world, open_clip=open_clip.__version__)
     if accelerator.is_main_process:
-        export_local_dir(accelerator.unwrap_model(model), recipe, tok_dir, out, info)
+        export_local_dir(loop.model, recipe, tok_dir, out, info)
         accelerator.print(f"wrote {out} after {info['train_seconds']:.0f} s")
     return info
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m triptych.clip.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = training_parser(
+        "python -m triptych.clip.train", __doc__, "weights/recipes/shapes_clip.json", "weights/shapes/clip", "runs/clip"
     )
-    parser.add_argument("--recipe", default="weights/recipes/shapes_clip.json", help="recipe JSON")
-    parser.add_argument("--out", default="weights/shapes/clip", help="export folder (open_clip local-dir)")
-    parser.add_argument("--workdir", default="runs/clip", help="checkpoints, for resuming")
     parser.add_argument("--steps", type=int, help="override the recipe's step count")
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
     parser.add_argument("--loss", choices=("clip", "siglip"), help="override the recipe's loss")
-    parser.add_argument("--workers", type=int, default=1, help="data-rendering worker processes")
-    parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
-    parser.add_argument("--stop-after", type=int, help="checkpoint and stop after this many steps (resume later)")
     args = parser.parse_args(argv)
-    recipe = json.loads(Path(args.recipe).read_text())
+    recipe = read_recipe(args)
     for key in ("steps", "batch_size", "seed", "loss"):
         if getattr(args, key) is not None:
             recipe["train"][key] = getattr(args, key)
     if recipe["train"]["steps"] <= 0 or recipe["train"]["batch_size"] <= 0:
         parser.error("--steps and --batch-size must be positive")
-    train(
-        recipe,
-        Path(args.out),
-        Path(args.workdir),
-        resume=not args.no_resume,
-        workers=args.workers,
-        stop_after=args.stop_after,
-    )
+    train(recipe, **run_options(args))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Bring-your-own training data shared by the trainers: captioned image folders and JSONL files, served in
-seeded, step-addressed batches (see weights.world.dataset.StepBatches)."""
+seeded, step-addressed batches (see triptych.core.training.StepBatches)."""
 
 from __future__ import annotations
 

@@ -8,9 +8,7 @@ and metrics written while training.
 
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,21 +18,19 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import ConfigMixin, DDPMScheduler, ModelMixin, UnCLIPScheduler, VQModel
 from diffusers.training_utils import compute_snr
-from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
-from tqdm.auto import tqdm
 
 from triptych import clip
-from triptych.clip.train import export_folder, lr_at
-from triptych.core.checkpoint import (
-    has_checkpoint,
-    load_checkpoint,
-    replace_folder,
-    save_checkpoint,
-    training_record,
-    write_text_atomic,
+from triptych.core.checkpoint import replace_folder, training_record, write_text_atomic
+from triptych.core.training import (
+    Loop,
+    export_folder,
+    lr_at,
+    make_accelerator,
+    read_recipe,
+    run_options,
+    training_parser,
 )
-from triptych.world.dataset import StepBatches
 
 from .data import Batch, CaptionedImages, WorldImages
 from .decoder import DecoderStage, to_pixels
@@ -52,20 +48,17 @@ class Run:
 
     def __init__(self, recipe: dict, workdir: Path, data: str | None, workers: int, resume: bool) -> None:
         self.recipe, self.workdir, self.data, self.workers, self.resume = recipe, workdir, data, workers, resume
-        self.accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+        self.accelerator = make_accelerator()
         self.device = self.accelerator.device
         self.encoder = clip.load(recipe["encoder"], device=self.device, dtype="fp32")
         self.side = recipe["image_size"]
 
-    def batches(self, part: str, start: int) -> DataLoader:
+    def batches(self, part: str) -> Callable[[int], Batch]:
+        """Batch k of a part's training data: your captioned images, or world scenes."""
         cfg, seed = self.recipe[part], self.recipe["seed"]
-        make: Callable[[int], Batch] = (
-            CaptionedImages(self.data, seed, cfg["batch_size"], self.side)
-            if self.data
-            else WorldImages(seed, cfg["batch_size"], part, self.accelerator.process_index, self.side)
-        )
-        prefetch = 4 if self.workers > 0 else None
-        return DataLoader(StepBatches(make, start), batch_size=None, num_workers=self.workers, prefetch_factor=prefetch)
+        if self.data:
+            return CaptionedImages(self.data, seed, cfg["batch_size"], self.side)
+        return WorldImages(seed, cfg["batch_size"], part, self.accelerator.process_index, self.side)
 
     def fit(
         self,
@@ -78,54 +71,73 @@ class Run:
         """Train `model` to the part's step count; returns (the EMA model, or the model without EMA; state),
         or None when stopped early by `stop_after` (run again to resume). `loss_of` gets a CPU generator seeded
         by the step, so a resumed run draws the same noise as an uninterrupted one."""
-        cfg, acc = self.recipe[part], self.accelerator
-        folder = self.workdir / part
-        ckpt = folder / "checkpoint"
+        loop = PartLoop(self, part, model, loss_of, sample)
+        if self.resume:
+            loop.resume()
+        state = loop.run(self.batches(part), self.workers, stop_after)
+        return None if state is None else (loop.ema.model if loop.ema else model, state)
+
+
+class PartLoop(Loop):
+    """One generator part: AdamW with warm-up and cosine (`lr_horizons` extend it), gradients clipped to norm 1,
+    an EMA of the weights when the part's recipe sets `ema`, samples every `sample_every` steps."""
+
+    loss_digits = 5
+    max_grad_norm = 1.0
+
+    def __init__(
+        self,
+        run: Run,
+        part: str,
+        model: torch.nn.Module,
+        loss_of: Callable[[torch.nn.Module, Batch, torch.Generator], torch.Tensor],
+        sample: Callable[[torch.nn.Module, int, Path], None] | None,
+    ) -> None:
+        cfg = self.cfg = run.recipe[part]
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
         for group in optimizer.param_groups:
             group["base_lr"] = cfg["lr"]
-        ema = EMA(model, cfg["ema"]) if cfg.get("ema") else None
-        extra = {"ema": ema.model} if ema else None
-        state = {"step": 0, "elapsed_s": 0.0}
-        if self.resume and has_checkpoint(ckpt):
-            state = load_checkpoint(ckpt, model, optimizer, extra)
-            if ema:
-                ema.updates = state["step"]
-            acc.print(f"{part}: resumed from {ckpt} at step {state['step']}")
-        wrapped, optimizer = acc.prepare(model, optimizer)
-        total = cfg["steps"]
-        stop_at = min(total, state["step"] + stop_after) if stop_after else total
-        batches = iter(self.batches(part, state["step"]))
-        start = time.perf_counter() - state["elapsed_s"]
-        bar = tqdm(total=total, initial=state["step"], desc=part, disable=not acc.is_main_process)
-        while state["step"] < stop_at:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(
-                    state["step"], group["base_lr"], cfg.get("warmup_steps", 100), total, cfg.get("lr_horizons", ())
-                )
-            with acc.autocast():
-                noise = torch.Generator().manual_seed(self.recipe["seed"] * 1_000_003 + state["step"])
-                loss = loss_of(wrapped, next(batches), noise)
-            optimizer.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            acc.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            if ema:
-                ema.update(model)
-            state.update(step=state["step"] + 1, loss=round(loss.item(), 5), elapsed_s=time.perf_counter() - start)
-            bar.update(1)
-            bar.set_postfix(loss=f"{state['loss']:.4f}")
-            step = state["step"]
-            if acc.is_main_process and (step in (total, stop_at) or step % cfg["save_every"] == 0):
-                save_checkpoint(ckpt, model, optimizer, state, extra)
-            if acc.is_main_process and sample and (step == total or step % cfg["sample_every"] == 0):
-                sample(ema.model if ema else model, step, folder / "samples")
-        bar.close()
-        if state["step"] < total:
-            acc.print(f"{part}: stopped at step {state['step']} of {total}; run again to resume from {ckpt}")
-            return None
-        return (ema.model if ema else model), state
+        self.ema = EMA(model, cfg["ema"]) if cfg.get("ema") else None
+        extra = {"ema": self.ema.model} if self.ema else None
+        folder = run.workdir / part
+        super().__init__(
+            run.accelerator,
+            model,
+            optimizer,
+            folder / "checkpoint",
+            cfg["steps"],
+            cfg["save_every"],
+            name=part,
+            prefix=f"{part}: ",
+            extra_models=extra,
+        )
+        self.seed, self.loss_of, self.sampler, self.samples = run.recipe["seed"], loss_of, sample, folder / "samples"
+
+    def resume(self, with_optimizer: bool = True) -> None:
+        super().resume(with_optimizer)
+        if self.ema:
+            self.ema.updates = self.state["step"]
+
+    def loss(self, batch: Batch, step: int) -> torch.Tensor:
+        with self.accelerator.autocast():
+            noise = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            return self.loss_of(self.wrapped, batch, noise)
+
+    def lr(self, step: int, group: dict) -> float:
+        warmup, horizons = self.cfg.get("warmup_steps", 100), self.cfg.get("lr_horizons", ())
+        return lr_at(step, group["base_lr"], warmup, self.total, horizons)
+
+    def after_update(self) -> None:
+        if self.ema:
+            self.ema.update(self.model)
+
+    def sample(self, step: int) -> None:
+        if self.sampler and (step == self.total or step % self.cfg["sample_every"] == 0):
+            self.sampler(self.ema.model if self.ema else self.model, step, self.samples)
+
+    def postfix(self) -> dict[str, str]:
+        return {"loss": f"{self.state['loss']:.4f}"}
 
 
 # ---------------------------------------------------------------------- the three parts
@@ -345,29 +357,16 @@ def export(finished: Path, out: Path, recipe: dict, info: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m triptych.diffusion.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = training_parser(
+        "python -m triptych.diffusion.train",
+        __doc__,
+        "weights/recipes/shapes_diffusion.json",
+        "weights/shapes/diffusion",
+        "runs/diffusion",
     )
-    parser.add_argument("--recipe", default="weights/recipes/shapes_diffusion.json")
-    parser.add_argument("--out", default="weights/shapes/diffusion")
-    parser.add_argument("--workdir", default="runs/diffusion")
     parser.add_argument("--data", help="a folder of images with same-named .txt captions")
-    parser.add_argument("--workers", type=int, default=1, help="data-rendering worker processes")
-    parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--stop-after", type=int, help="stop (resumably) after this many steps of the current part")
     args = parser.parse_args(argv)
-    recipe = json.loads(Path(args.recipe).read_text())
-    info = train(
-        recipe,
-        Path(args.out),
-        Path(args.workdir),
-        resume=not args.no_resume,
-        workers=args.workers,
-        stop_after=args.stop_after,
-        data=args.data,
-    )
+    info = train(read_recipe(args), **run_options(args), data=args.data)
     if info:
         print(f"trained in {info['train_seconds']} s; wrote {args.out}")
 

@@ -153,7 +153,7 @@ def test_resume_is_exact(tmp_path, encoder_dir):
 def test_recipe_lr_horizons_reach_the_optimizer(tmp_path, encoder_dir):
     """The decoder's `lr_horizons` drive its learning rate: at step 2 of 4 with a horizon at 3, the extended
     schedule's lr, not the plain cosine's."""
-    from triptych.clip.train import lr_at
+    from triptych.core.training import lr_at
 
     recipe = tiny_recipe(encoder_dir, steps=4)
     recipe["decoder"]["lr_horizons"] = [3]

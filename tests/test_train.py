@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from tests.tiny_models import tiny_recipe
 from triptych import clip
 from triptych.clip.losses import MultiPositiveClipLoss, MultiPositiveSigLipLoss
-from triptych.clip.train import WorldBatches, lr_at, main, train
+from triptych.clip.train import WorldBatches, main, train
 
 
 def test_batches_are_addressed_by_step():
@@ -24,18 +24,6 @@ def test_batches_are_addressed_by_step():
     pixels, texts, match = a
     assert pixels.shape == (6, 3, 64, 64) and pixels.dtype == torch.uint8 and len(texts) == 6
     assert match.shape == (6, 6) and match.diagonal().all()
-
-
-def test_lr_horizons_extend_a_finished_schedule():
-    """A run to 30 steps extended to 60 follows the 60-step cosine's tail after step 30."""
-    extended = [lr_at(s, 1.0, 5, 60, horizons=[30]) for s in range(60)]
-    assert extended[:30] == [lr_at(s, 1.0, 5, 30) for s in range(30)]
-    assert extended[30:] == [lr_at(s, 1.0, 5, 60) for s in range(30, 60)]
-    assert extended[29] < 0.01 and 0.4 < extended[30] < 0.6  # decayed to ~0, then restarts half-way up
-    assert all(a >= b for a, b in zip(extended[5:29], extended[6:30]))  # each stretch decays
-    assert all(a >= b for a, b in zip(extended[30:59], extended[31:60]))
-    assert [lr_at(s, 1.0, 5, 60, horizons=()) for s in range(60)] == [lr_at(s, 1.0, 5, 60) for s in range(60)]
-    assert [lr_at(s, 1.0, 5, 20, horizons=[30]) for s in range(20)] == [lr_at(s, 1.0, 5, 20) for s in range(20)]
 
 
 def test_multi_positive_losses_reduce_to_the_stock_ones_without_duplicates():

@@ -211,19 +211,6 @@ def test_export_folder(tmp_path):
         export_folder(tmp_path / "none", 0)
 
 
-def _square(step: int) -> int:
-    return step * step
-
-
-def test_step_batches_keep_step_order_across_workers():
-    from torch.utils.data import DataLoader
-
-    from triptych.world.dataset import StepBatches
-
-    loader = DataLoader(StepBatches(_square, start_step=3), batch_size=None, num_workers=2)
-    assert list(itertools.islice(iter(loader), 7)) == [k * k for k in range(3, 10)]
-
-
 def test_caption_objects_reads_phrases_even_from_broken_captions():
     from triptych.world import caption_objects
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -63,21 +62,6 @@ class ShapesDataset(IterableDataset):
             else:
                 _, question, answer = random_question(scene, rng, self.held_out)
                 yield (image, question, answer, scene) if self.with_meta else (image, question, answer)
-
-
-class StepBatches(IterableDataset):
-    """Batches addressed by training step: `make_batch(k)` must depend on k alone (seed its generator with k),
-    so a resumed run sees exactly the batches an uninterrupted one would. Worker w of n makes batches
-    w, w + n, ...; the DataLoader's round-robin over workers (batch_size=None) restores the order."""
-
-    def __init__(self, make_batch: Callable[[int], Any], start_step: int = 0) -> None:
-        self.make_batch, self.start_step = make_batch, start_step
-
-    def __iter__(self) -> Iterator[Any]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for step in itertools.count(self.start_step + worker, workers):
-            yield self.make_batch(step)
 
 
 def scene_stream(

@@ -1,0 +1,212 @@
+"""The training loop the three trainers share: accelerate set-up, step-addressed batches, the learning-rate
+schedule, resume from a checkpoint, the step loop with its progress bar and checkpoints, the exported folder, and
+the command-line flags every trainer takes.
+
+A trainer subclasses `Loop`, supplies `loss` (the loss of one batch) and `lr`, and overrides the hooks it needs
+(`begin_step`, `after_update`, `sample`, `postfix`). A run stopped by `stop_after` and resumed ends bit for bit
+where an uninterrupted one does: batch k depends on k alone (`StepBatches`), and a checkpoint holds the model,
+the optimizer state, any extra models (an EMA) and the loop's state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm.auto import tqdm
+
+from .checkpoint import current_folder, has_checkpoint, load_checkpoint, replace_folder, save_checkpoint
+from .manifest import MANIFEST, write_manifest
+
+
+def make_accelerator() -> Accelerator:
+    """The trainers' accelerator: bf16 autocast on CUDA, full precision elsewhere."""
+    return Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+
+
+def lr_at(step: int, base: float, warmup: int, total: int, horizons: Sequence[int] = ()) -> float:
+    """Linear warm-up, then cosine decay to zero at `total`. With `horizons` (ascending step counts below
+    `total`), the decay reaches zero at the first horizon and each later stretch follows the tail of the cosine
+    towards the next horizon: the schedule of a run that finished and was then extended, as one recipe."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    end = next((h for h in (*horizons, total) if step < h <= total), total)
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup) / max(1, end - warmup)))
+
+
+class StepBatches(IterableDataset):
+    """Batches addressed by training step: `make_batch(k)` must depend on k alone (seed its generator with k),
+    so a resumed run sees exactly the batches an uninterrupted one would. Worker w of n makes batches
+    w, w + n, ...; the DataLoader's round-robin over workers (batch_size=None) restores the order."""
+
+    def __init__(self, make_batch: Callable[[int], Any], start_step: int = 0) -> None:
+        self.make_batch, self.start_step = make_batch, start_step
+
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for step in itertools.count(self.start_step + worker, workers):
+            yield self.make_batch(step)
+
+
+class Loop:
+    """One model's training: resume, then steps `state["step"]` .. `total`, a checkpoint every `save_every` steps
+    and at the end (on the main process). Subclasses supply `loss` and `lr`; the other hooks default to nothing.
+
+    model: the bare module (saved in checkpoints; `self.wrapped` is what `accelerator.prepare` made of it);
+    prefix: put before the resume and stop messages (e.g. "vae: "); extra_models: saved beside the model (EMA).
+    """
+
+    loss_digits = 4  # state["loss"] is rounded to this many decimals (checkpoints and training.json hold it)
+    max_grad_norm: float | None = None  # clip the trained parameters' gradient norm to this, when set
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        checkpoint: Path,
+        total: int,
+        save_every: int,
+        name: str,
+        prefix: str = "",
+        extra_models: dict[str, torch.nn.Module] | None = None,
+    ) -> None:
+        self.accelerator, self.model, self.wrapped, self.optimizer = accelerator, model, model, optimizer
+        self.checkpoint, self.total, self.save_every = checkpoint, total, save_every
+        self.name, self.prefix, self.extra_models = name, prefix, extra_models
+        self.state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}
+
+    # ------------------------------------------------------------------ what a trainer supplies
+    def loss(self, batch: Any, step: int) -> torch.Tensor:
+        """The loss of one batch (run the model under `self.accelerator.autocast()`)."""
+        raise NotImplementedError
+
+    def lr(self, step: int, group: dict) -> float:
+        """The learning rate of an optimizer parameter group at `step`."""
+        raise NotImplementedError
+
+    def begin_step(self, step: int) -> None:
+        """Before the step's batch (e.g. switch the trained modules and `self.optimizer`)."""
+
+    def after_update(self) -> None:
+        """After the optimizer step (e.g. clamp a parameter, update an EMA)."""
+
+    def sample(self, step: int) -> None:
+        """Main process only, after the step's checkpoint (e.g. write sample grids or metrics)."""
+
+    def postfix(self) -> dict[str, str]:
+        """What the progress bar shows beside the count."""
+        return {"loss": f"{self.state['loss']:.3f}"}
+
+    # ------------------------------------------------------------------ the loop
+    def resume(self, with_optimizer: bool = True) -> None:
+        """Restore the checkpoint, if there is one: weights, extra models, state, and the optimizer's state
+        unless `with_optimizer` is False (the checkpoint's optimizer does not apply)."""
+        if not has_checkpoint(self.checkpoint):
+            return
+        optimizer = self.optimizer if with_optimizer else None
+        self.state = load_checkpoint(self.checkpoint, self.model, optimizer, self.extra_models)
+        self.accelerator.print(f"{self.prefix}resumed from {self.checkpoint} at step {self.state['step']}")
+
+    def run(self, make_batch: Callable[[int], Any], workers: int, stop_after: int | None = None) -> dict | None:
+        """Train to `total` (or `stop_after` more steps) on `make_batch(step)`, loaded by `workers` processes;
+        returns the state, or None when stopped early (run again to resume)."""
+        acc, state, total = self.accelerator, self.state, self.total
+        self.wrapped, self.optimizer = acc.prepare(self.model, self.optimizer)
+        loader = DataLoader(
+            StepBatches(make_batch, state["step"]),
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+        batches = iter(loader)
+        start = time.perf_counter() - state["elapsed_s"]
+        stop_at = min(total, state["step"] + stop_after) if stop_after else total
+        bar = tqdm(total=total, initial=state["step"], desc=self.name, disable=not acc.is_main_process)
+        while state["step"] < stop_at:
+            self.begin_step(state["step"])
+            batch = next(batches)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr(state["step"], group)
+            loss = self.loss(batch, state["step"])
+            self.optimizer.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            if self.max_grad_norm is not None:
+                trained = [p for p in self.model.parameters() if p.requires_grad]
+                acc.clip_grad_norm_(trained, self.max_grad_norm)
+            self.optimizer.step()
+            self.after_update()
+            state["step"] += 1
+            state.update(loss=round(loss.item(), self.loss_digits), elapsed_s=time.perf_counter() - start)
+            bar.update(1)
+            bar.set_postfix(**self.postfix())
+            step = state["step"]
+            if acc.is_main_process and (step in (total, stop_at) or step % self.save_every == 0):
+                save_checkpoint(self.checkpoint, self.model, self.optimizer, state, self.extra_models)
+            if acc.is_main_process:
+                self.sample(step)
+        bar.close()
+        if state["step"] < total:
+            stopped = f"stopped at step {state['step']} of {total}"
+            acc.print(f"{self.prefix}{stopped}; run again to resume from {self.checkpoint}")
+            return None
+        return state
+
+
+# ---------------------------------------------------------------------- the exported folder
+@contextmanager
+def export_folder(out: Path) -> Iterator[Path]:
+    """A weights folder written whole: fill the yielded temp folder; entries of the existing `out` it lacks (a
+    model card, a sample grid) are kept, the sha256 manifest is written last, and the folder replaces `out` in one
+    switch, so a crash leaves the old export or the new one, each matching its manifest."""
+    with replace_folder(out) as tmp:
+        yield tmp
+        old = current_folder(out)
+        for entry in sorted(old.iterdir()) if old else ():
+            target = tmp / entry.name
+            if entry.name == MANIFEST or target.exists():
+                continue
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
+        write_manifest(tmp)
+
+
+# ---------------------------------------------------------------------- the command line
+def training_parser(prog: str, doc: str, recipe: str, out: str, workdir: str) -> argparse.ArgumentParser:
+    """A trainer's command line: --recipe, --out, --workdir (defaults given), --workers, --no-resume and
+    --stop-after; the trainer adds its own flags."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=recipe, help="recipe JSON")
+    parser.add_argument("--out", default=out, help="the exported weights folder")
+    parser.add_argument("--workdir", default=workdir, help="checkpoints, for resuming")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading worker processes")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    parser.add_argument("--stop-after", type=int, help="checkpoint and stop after this many steps (resume later)")
+    return parser
+
+
+def read_recipe(args: argparse.Namespace) -> dict:
+    """The recipe JSON named by --recipe."""
+    return json.loads(Path(args.recipe).read_text())
+
+
+def run_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments every trainer's `train` takes after the recipe, from the shared flags."""
+    return {
+        "out": Path(args.out),
+        "workdir": Path(args.workdir),
+        "resume": not args.no_resume,
+        "workers": args.workers,
+        "stop_after": args.stop_after,
+    }
