@@ -21,6 +21,11 @@ from .weights_files import read_json
 
 GENERATOR_CONFIG = "generator.json"
 LOCAL_DIR, HF_HUB = "local-dir:", "hf-hub:"
+NEEDS = {  # what a folder of each part holds, for errors
+    "encoder": "an encoder folder has open_clip_config.json + open_clip_model.safetensors, or a transformers CLIP",
+    "vlm": "a VLM folder has config.json with a 'vlm' section, model.safetensors and tokenizer.json",
+    "generator": f"a generator folder has {GENERATOR_CONFIG} (or Kandinsky's prior and decoder repositories)",
+}
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,13 @@ class Parts:
     decoder: Path | None = None  # Kandinsky's decoder repository
 
     def require(self, part: str) -> str | Path:
-        """The part's location, or a WeightsError saying what the name holds instead."""
+        """The part's location, or a WeightsError saying what the part needs and what the name holds instead."""
         where = getattr(self, part)
         if where is None:
             held = [p for p in ("encoder", "vlm", "generator") if getattr(self, p) is not None]
-            raise WeightsError(f"{self.name!r} holds no {part} (it holds: {', '.join(held) or 'nothing loadable'})")
+            raise WeightsError(
+                f"{self.name!r} holds no {part}: {NEEDS[part]} (it holds: {', '.join(held) or 'nothing loadable'})"
+            )
         return where
 
 
@@ -75,7 +82,17 @@ def _from_folder(name: str, folder: Path) -> Parts:
     pair = find_kandinsky_pair(folder)
     if pair is not None:
         return Parts(name, str(pair[0]), generator=pair[0], decoder=pair[1])
-    return Parts(name, encoder=str(folder))  # clip.load checks it is one
+    return Parts(name, encoder=str(folder)) if _is_encoder(folder) else Parts(name)
+
+
+def _is_encoder(folder: Path) -> bool:
+    """An open_clip folder, a transformers CLIPModel folder or Kandinsky's split CLIP (clip.load checks the rest)."""
+    config = folder / "config.json"
+    return (
+        (folder / "open_clip_config.json").is_file()
+        or (folder / "text_encoder").is_dir()
+        or (config.is_file() and read_json(config).get("model_type") == "clip")
+    )
 
 
 def _from_repos(name: str, folders: dict[str, Path]) -> Parts:
