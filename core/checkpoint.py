@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .errors import WeightsError
+from .weights_files import load_safetensors
 
 PARTIAL, PREVIOUS = ".partial", ".previous"
 MODEL, OPTIMIZER, STATE = "model.safetensors", "optimizer.safetensors", "state.json"
@@ -130,13 +130,6 @@ def _checkpoint(folder: Path, names: list[str]) -> Path:
     return found
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except SafetensorError as err:
-        raise WeightsError(f"{path} is not a readable safetensors file ({err})") from err
-
-
 def _read_meta(found: Path) -> dict:
     path = found / STATE
     try:
@@ -164,12 +157,12 @@ def load_checkpoint(
     extras = {f"{name}.safetensors": extra for name, extra in (extra_models or {}).items()}
     found = _checkpoint(folder, [STATE, MODEL, *extras, *([OPTIMIZER] if optimizer else [])])
     meta = _read_meta(found)
-    model.load_state_dict(_load_tensors(found / MODEL))
+    model.load_state_dict(load_safetensors(found / MODEL))
     for name, extra in extras.items():
-        extra.load_state_dict(_load_tensors(found / name))
+        extra.load_state_dict(load_safetensors(found / name))
     if optimizer is not None:
         per_param: dict[int, dict[str, torch.Tensor]] = {}
-        for key, val in _load_tensors(found / OPTIMIZER).items():
+        for key, val in load_safetensors(found / OPTIMIZER).items():
             idx, name = key.split(".", 1)
             per_param.setdefault(int(idx), {})[name] = val
         optimizer.load_state_dict({"state": per_param, "param_groups": meta["param_groups"]})
