@@ -162,7 +162,7 @@ def serve_in_background(preset: str = "shapes", port: int = 7861) -> subprocess.
     """`triptych serve` as a child process; returns once the page answers."""
     import httpx
 
-    server = subprocess.Popen([sys.executable, "-m", "apps.app", "--preset", preset, "--port", str(port)])
+    server = subprocess.Popen([sys.executable, "-m", "apps.cli", "serve", "--preset", preset, "--port", str(port)])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:

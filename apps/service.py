@@ -22,6 +22,8 @@ from clip.devices import precision_name
 from clip.errors import WeightsError
 from weights import presets
 
+from .serving import RequestGate
+
 CAPABILITIES: tuple[str, ...] = ("classify", "caption", "generate")
 
 
@@ -83,6 +85,7 @@ class Service:
     generator: diffusion.UnCLIPGenerator | None = None
     load_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time on the device
+    gate: RequestGate = field(default_factory=RequestGate)  # requests in flight; closed when the server stops
 
     @classmethod
     def load(
