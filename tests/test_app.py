@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from triptych.world import ALL_PAIRS, caption, render, sample_scene
+from triptych.world import ALL_PAIRS, caption, parse_image, render, sample_scene
 
 OBJECT_LABELS = ", ".join(f"a {color} {shape}" for color, shape in ALL_PAIRS)
 ENDPOINTS = {"/classify", "/caption", "/ask", "/generate", "/variations", "/interpolate"}
@@ -102,6 +104,16 @@ def test_generate_returns_reproducible_images(client: Client) -> None:
     assert len(first) == 2 and all(im.size == (64, 64) for im in first)
     assert [im.tobytes() for im in first] == [im.tobytes() for im in again]
     assert first[0].tobytes() != other[0].tobytes()
+    assert_shows(first + other, "red", "circle")
+
+
+def assert_shows(images: list[Image.Image], color: str, shape: str) -> None:
+    """Read back by the world's image parser: every image holds an object (a black or blank image fails), and
+    most hold the one asked for (the bundled generator is good, not perfect, at 8 steps)."""
+    scenes = [parse_image(image) for image in images]
+    assert all(scene.objects for scene in scenes), [scene.objects for scene in scenes]
+    hits = [any((o.color, o.shape) == (color, shape) for o in scene.objects) for scene in scenes]
+    assert sum(hits) >= len(images) / 2, [scene.objects for scene in scenes]
 
 
 def test_variations_and_interpolation(client: Client, scenes) -> None:
@@ -109,10 +121,14 @@ def test_variations_and_interpolation(client: Client, scenes) -> None:
     settings = tuple(FAST.values())
     varied = _gallery_images(client.predict(path, 3, *settings, api_name="/variations"))
     assert len(varied) == 3 and all(im.size == (64, 64) for im in varied)
-    blended = client.predict(
-        "a large red circle", "a large blue square", path, 0.4, 0.4, 0.2, 2, *settings, api_name="/interpolate"
+    source = scenes[0][1].objects[0]
+    assert_shows(varied, source.color, source.shape)
+    blended = _gallery_images(
+        client.predict(
+            "a large red circle", "a large blue square", path, 0.4, 0.4, 0.2, 2, *settings, api_name="/interpolate"
+        )
     )
-    assert len(_gallery_images(blended)) == 2
+    assert len(blended) == 2 and any(parse_image(image).objects for image in blended)  # blends may miss; not all
 
 
 def _png_of_size(width: int, height: int) -> bytes:
@@ -204,3 +220,57 @@ def test_bad_labels_and_questions(client: Client, scenes) -> None:
         client.predict(image, "   ", api_name="/ask")
     with pytest.raises(AppError, match="nothing to blend"):
         client.predict("", "", None, 0.5, 0.5, 0.0, 1, *FAST.values(), api_name="/interpolate")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"steps": "10"}, "steps must be a number, got '10'"),  # Gradio's own check answers these with a bare
+        ({"steps": None}, "steps must be a number, got None"),  # `"error": null`
+        ({"guidance": "4"}, "guidance must be a number, got '4'"),
+        ({"seed": None}, "seed must be a number, got None"),
+        ({"num_images": None}, "num_images must be a number, got None"),
+        ({"best_of": [2]}, r"best_of must be a number, got \[2\]"),
+        ({"prompt": ["a red circle"]}, r"prompt must be text, got \['a red circle'\]"),  # not its repr as a prompt
+        ({"negative": ["a blue square"]}, "negative_prompt must be text"),
+        ({"prompt": None}, "prompt must be text, got None"),
+        ({"scheduler": None}, "scheduler must be text, got None"),
+    ],
+)
+def test_wrong_types_get_a_message(client: Client, change: dict, message: str) -> None:
+    args = list(generate_args("a red circle", num_images=1))
+    position = {"prompt": 0, "negative": 1, "num_images": 2, "best_of": 3, "seed": 4, "steps": 5, "guidance": 6}
+    for name, value in change.items():
+        args[position.get(name, 9)] = value
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/generate")
+
+
+def test_wrong_types_in_every_tab(client: Client, scenes) -> None:
+    image = handle_file(str(scenes[0][0]))
+    with pytest.raises(AppError, match="labels must be text, got"):
+        client.predict(image, ["a red circle", "a blue square"], "world", api_name="/classify")
+    with pytest.raises(AppError, match="question must be text"):
+        client.predict(image, ["how many objects are there?"], api_name="/ask")
+    with pytest.raises(AppError, match="weight_a must be a number, got '0.5'"):
+        client.predict("a red circle", "", None, "0.5", 0.5, 0.0, 1, *FAST.values(), api_name="/interpolate")
+
+
+def call_raw(app_url: str, api: str, body: str) -> tuple[str, object]:
+    """The HTTP API without gradio_client (which fills in missing inputs and cannot send NaN): (event, data)."""
+    posted = httpx.post(f"{app_url}gradio_api/call/{api}", content=body, headers={"content-type": "application/json"})
+    event_id = posted.json()["event_id"]
+    lines = httpx.get(f"{app_url}gradio_api/call/{api}/{event_id}", timeout=120).text.strip().splitlines()
+    return lines[-2].removeprefix("event: "), json.loads(lines[-1].removeprefix("data: "))
+
+
+def test_missing_inputs_and_nan_get_a_message(app_url: str) -> None:
+    event, data = call_raw(app_url, "generate", json.dumps({"data": ["a red circle", "", 1, 1]}))
+    assert event == "error"
+    assert data["error"].startswith("/generate takes 10 inputs (prompt, negative_prompt, num_images, best_of, seed")
+    assert data["error"].endswith("got 4")
+    settings = [3, 8, 4.0, 5, 4.0, "ddim"]
+    for position, name in enumerate(["seed", "steps", "guidance", "prior_steps"]):  # NaN (Python's JSON writes it,
+        nan_settings = settings[:position] + [float("nan")] + settings[position + 1 :]  # the server reads it)
+        event, data = call_raw(app_url, "generate", json.dumps({"data": ["a red circle", "", 1, 1, *nan_settings]}))
+        assert (event, data["error"]) == ("error", f"{name} must be a number, got nan")

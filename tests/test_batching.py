@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from triptych.apps.serve.batching import MicroBatcher
+from triptych.apps.serve.batching import SIZES_KEPT, MicroBatcher
 
 
 def double_all(items: list[int]) -> list[int]:
@@ -66,3 +66,34 @@ def test_the_lock_serialises_model_calls() -> None:
     gate.release()
     caller.join(5)
     assert result == [42]
+
+
+class Abort(BaseException):
+    """Past `except Exception`, as SystemExit is."""
+
+
+def test_a_call_that_aborts_fails_its_callers_instead_of_stranding_them() -> None:
+    def aborts_on_zero(items: list[int]) -> list[int]:
+        if 0 in items:
+            raise Abort("stop")
+        return double_all(items)
+
+    def call(item: int) -> None:
+        try:
+            outcome.append(batcher(item))
+        except Abort as err:
+            outcome.append(err)
+
+    batcher, outcome = MicroBatcher(aborts_on_zero, threading.Lock(), wait_s=0.0), []
+    caller = threading.Thread(target=call, args=(0,), daemon=True)
+    caller.start()
+    caller.join(5)
+    assert len(outcome) == 1 and isinstance(outcome[0], Abort)  # without the guard: waits forever on its future
+    assert batcher(4) == 8  # and the worker still serves
+
+
+def test_batch_sizes_stay_bounded_in_a_long_running_server() -> None:
+    batcher = MicroBatcher(double_all, threading.Lock(), wait_s=0.0)
+    for i in range(SIZES_KEPT + 50):
+        batcher(i)
+    assert len(batcher.batch_sizes) == SIZES_KEPT

@@ -162,7 +162,7 @@ def run_load(url: str, clients: int = 16, seconds: float = 60.0) -> LoadReport:
 def serve_in_background(preset: str = "shapes", port: int = 7861) -> subprocess.Popen:
     """`triptych serve` as a child process; returns once the page answers."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "triptych.apps.serve.app", "--preset", preset, "--port", str(port)]
+        [sys.executable, "-m", "triptych.apps.cli.main", "serve", "--preset", preset, "--port", str(port)]
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

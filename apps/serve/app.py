@@ -8,6 +8,9 @@ torch already uses every core for one call.
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
+import time
 from collections import defaultdict
 
 from PIL import Image
@@ -17,14 +20,30 @@ from triptych.core.errors import InvalidTextError
 from triptych.diffusion.settings import DECODER_SCHEDULERS
 
 from .batching import MicroBatcher
-from .gradio_parts import gr, parse_labels, require_image, uploaded_image, user_errors, whole_number
+from .gradio_parts import (
+    Blocks,
+    gr,
+    parse_labels,
+    require_image,
+    typed_input,
+    uploaded_image,
+    user_errors,
+    whole_number,
+)
 from .service import Service, example_prompts, example_scenes
+from .serving import cancellable
 
 MODEL_GROUP = "model"  # generation and streamed captions: one at a time
 BATCHED_GROUP = "batched"  # classify and ask: up to MAX_BATCH at once, joined into batches by a MicroBatcher
 QUEUE_SIZE = 64  # requests waiting beyond this are refused at once ("queue is full"), never hang
 MAX_BATCH = 16
 MAX_UPLOAD = "10mb"
+# Gradio keeps each session's copy of the page config (~130 KiB for this app) and drops the oldest only past
+# `state_session_capacity`, 10,000 by default: every API client that connects anew costs 130 KiB for good (1.3 GiB
+# at the cap). The app keeps no per-session state (no gr.State, no component updates), so a few queues' worth will do.
+SESSIONS_KEPT = 2 * QUEUE_SIZE
+DELETE_CACHE = (3600, 3600)  # uploads and generated images leave Gradio's cache folder after an hour
+GRACE_S, STOP_S, FLUSH_S = 2.0, 1.5, 1.5  # SIGTERM: for requests in flight to finish, to stop, to be told
 TOP_LABELS = 10
 TEMPLATE_CHOICES = ("world", "imagenet", "none")
 
@@ -45,7 +64,7 @@ def notice(service: Service) -> str:
 
 def build_app(service: Service) -> gr.Blocks:
     """The Blocks app over a loaded Service; tabs for the capabilities the service has."""
-    with gr.Blocks(title="triptych") as app:
+    with Blocks(title="triptych", delete_cache=DELETE_CACHE) as app:
         gr.Markdown("# triptych — one encoder, three jobs")
         gr.Markdown(notice(service))
         scenes = example_scenes()
@@ -94,11 +113,16 @@ def _classify_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> No
                 button = gr.Button("Classify", variant="primary")
             result = gr.Label(num_top_classes=TOP_LABELS, label="Probabilities", elem_id="classify-result")
         gr.Examples([[img] for img, _ in scenes], inputs=[image], label="World examples")
-        button.click(
-            user_errors(classify),
-            [image, labels, templates],
+        _endpoint(
+            service,
+            button,
+            classify,
+            dict(
+                image=image,
+                labels=typed_input(labels, "labels", "text"),
+                templates=typed_input(templates, "templates", "text"),
+            ),
             result,
-            api_name="classify",
             concurrency_id=BATCHED_GROUP,
             concurrency_limit=MAX_BATCH,
         )
@@ -110,11 +134,12 @@ def _caption_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> Non
 
     def caption(image: Image.Image):
         """The caption, streamed: each update is the text so far. The lock is taken per token, so other
-        requests run between the tokens of a long caption."""
+        requests run between the tokens of a long caption, and a client that leaves frees it at once."""
         require_image(image)
         pieces, text = iter(captioner.stream(image)), ""
         while True:
             with service.lock:
+                service.gate.check()
                 piece = next(pieces, None)
             if piece is None:
                 return
@@ -144,36 +169,39 @@ def _caption_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> Non
             inputs=[image, question],
             label="World examples",
         )
-        caption_button.click(user_errors(caption), image, caption_box, api_name="caption", concurrency_id=MODEL_GROUP)
-        ask_button.click(
-            user_errors(ask),
-            [image, question],
+        _endpoint(service, caption_button, caption, dict(image=image), caption_box, concurrency_id=MODEL_GROUP)
+        _endpoint(
+            service,
+            ask_button,
+            ask,
+            dict(image=image, question=typed_input(question, "question", "text")),
             answer_box,
-            api_name="ask",
             concurrency_id=BATCHED_GROUP,
             concurrency_limit=MAX_BATCH,
         )
 
 
 # ---------------------------------------------------------------- generate
-def _draw(service: Service, method: str, *args, num_images, progress: gr.Progress, settings: dict, **extra):
-    """One generator call (generate, variations or interpolate) under the model lock, reporting each step."""
+async def _draw(service: Service, method: str, *args, num_images, progress: gr.Progress, settings: dict, **extra):
+    """One generator call (generate, variations or interpolate) in a worker thread under the model lock,
+    reporting each step. It stops at its next step when its client cancels or the server shuts down."""
+    count = whole_number(num_images, "number of images")
 
-    def report(step: int, timestep: int, latents) -> None:
-        progress((step + 1, settings["steps"]), desc="denoising", unit="steps")
+    def work(cancelled) -> list[Image.Image]:
+        def report(step: int, timestep: int, latents) -> None:
+            service.gate.check(cancelled)
+            progress((step + 1, settings["steps"]), desc="denoising", unit="steps")
 
-    with service.lock:
-        return getattr(service.generator, method)(
-            *args,
-            num_images=whole_number(num_images, "number of images"),
-            callback=report,
-            progress=False,
-            **settings,
-            **extra,
-        )
+        with service.lock:
+            service.gate.check(cancelled)  # cancelled while it waited for the lock
+            run = getattr(service.generator, method)
+            return run(*args, num_images=count, callback=report, progress=False, **settings, **extra)
+
+    return await cancellable(work)
 
 
 def _settings_inputs(service: Service) -> dict[str, gr.components.Component]:
+    """The Settings accordion, by the name each endpoint's API gives the value."""
     d = service.generator.defaults
     with gr.Accordion("Settings", open=False):
         with gr.Row():
@@ -185,16 +213,17 @@ def _settings_inputs(service: Service) -> dict[str, gr.components.Component]:
             prior_guidance = gr.Slider(0, 20, d.prior_guidance, step=0.5, label="Prior guidance")
             scheduler = gr.Dropdown(list(DECODER_SCHEDULERS), value=d.scheduler, label="Scheduler")
     return dict(
-        seed=seed,
-        steps=steps,
-        guidance=guidance,
-        prior_steps=prior_steps,
-        prior_guidance=prior_guidance,
-        scheduler=scheduler,
+        seed=typed_input(seed, "seed"),
+        steps=typed_input(steps, "steps"),
+        guidance=typed_input(guidance, "guidance"),
+        prior_steps=typed_input(prior_steps, "prior_steps"),
+        prior_guidance=typed_input(prior_guidance, "prior_guidance"),
+        scheduler=typed_input(scheduler, "scheduler", "text"),
     )
 
 
-def _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler) -> dict:
+def _settings(*, seed, steps, guidance, prior_steps, prior_guidance, scheduler) -> dict:
+    """The generator's keywords from the Settings values (Gradio passes them by name, see _settings_inputs)."""
     return dict(
         seed=whole_number(seed, "seed"),
         steps=whole_number(steps, "steps"),
@@ -206,27 +235,14 @@ def _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler) -> 
 
 
 def _generate_tab(service: Service) -> None:
-    def generate(
-        prompt,
-        negative_prompt,
-        num_images,
-        best_of,
-        seed,
-        steps,
-        guidance,
-        prior_steps,
-        prior_guidance,
-        scheduler,
-        progress=gr.Progress(),
-    ):
-        settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
-        return _draw(
+    async def generate(prompt, negative_prompt, num_images, best_of, progress=gr.Progress(), **settings):
+        return await _draw(
             service,
             "generate",
             prompt,
             num_images=num_images,
             progress=progress,
-            settings=settings,
+            settings=_settings(**settings),
             negative_prompt=negative_prompt or None,
             best_of=whole_number(best_of, "best of"),
         )
@@ -243,39 +259,25 @@ def _generate_tab(service: Service) -> None:
                 button = gr.Button("Generate", variant="primary", elem_id="generate-button")
             gallery = gr.Gallery(label="Images", columns=4, height=320, elem_id="generate-gallery")
         gr.Examples([[p] for p in example_prompts()], inputs=[prompt], label="World prompts")
-        button.click(
-            user_errors(generate),
-            [prompt, negative, num_images, best_of, *settings.values()],
-            gallery,
-            api_name="generate",
-            concurrency_id=MODEL_GROUP,
+        inputs = dict(
+            prompt=typed_input(prompt, "prompt", "text"),
+            negative_prompt=typed_input(negative, "negative_prompt", "text"),
+            num_images=typed_input(num_images, "num_images"),
+            best_of=typed_input(best_of, "best_of"),
         )
+        _endpoint(service, button, generate, {**inputs, **settings}, gallery, concurrency_id=MODEL_GROUP)
 
 
 # ---------------------------------------------------------------- variations and interpolation
 def _variations_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> None:
-    def variations(
-        image, num_images, seed, steps, guidance, prior_steps, prior_guidance, scheduler, progress=gr.Progress()
-    ):
+    async def variations(image, num_images, progress=gr.Progress(), **settings):
         require_image(image)
-        settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
-        return _draw(service, "variations", image, num_images=num_images, progress=progress, settings=settings)
+        return await _draw(
+            service, "variations", image, num_images=num_images, progress=progress, settings=_settings(**settings)
+        )
 
-    def interpolate(
-        prompt_a,
-        prompt_b,
-        image,
-        weight_a,
-        weight_b,
-        weight_image,
-        num_images,
-        seed,
-        steps,
-        guidance,
-        prior_steps,
-        prior_guidance,
-        scheduler,
-        progress=gr.Progress(),
+    async def interpolate(
+        prompt_a, prompt_b, image, weight_a, weight_b, weight_image, num_images, progress=gr.Progress(), **settings
     ):
         items, weights = [], []
         for item, weight in ((prompt_a, weight_a), (prompt_b, weight_b), (image, weight_image)):
@@ -284,9 +286,14 @@ def _variations_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> 
                 weights.append(weight)
         if not items:
             raise InvalidTextError("nothing to blend: give at least one prompt or an image")
-        settings = _settings(seed, steps, guidance, prior_steps, prior_guidance, scheduler)
-        return _draw(
-            service, "interpolate", items, weights, num_images=num_images, progress=progress, settings=settings
+        return await _draw(
+            service,
+            "interpolate",
+            items,
+            weights,
+            num_images=num_images,
+            progress=progress,
+            settings=_settings(**settings),
         )
 
     with gr.Tab("Variations & Interpolate"):
@@ -306,20 +313,38 @@ def _variations_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> 
                     interpolate_button = gr.Button("Interpolate")
             gallery = gr.Gallery(label="Images", columns=4, height=320, elem_id="variations-gallery")
         gr.Examples([[img] for img, _ in scenes], inputs=[image], label="World examples")
-        variations_button.click(
-            user_errors(variations),
-            [image, num_images, *settings.values()],
+        num_images = typed_input(num_images, "num_images")
+        _endpoint(
+            service,
+            variations_button,
+            variations,
+            dict(image=image, num_images=num_images, **settings),
             gallery,
-            api_name="variations",
             concurrency_id=MODEL_GROUP,
         )
-        interpolate_button.click(
-            user_errors(interpolate),
-            [prompt_a, prompt_b, image, weight_a, weight_b, weight_image, num_images, *settings.values()],
-            gallery,
-            api_name="interpolate",
-            concurrency_id=MODEL_GROUP,
+        blend = dict(
+            prompt_a=typed_input(prompt_a, "prompt_a", "text"),
+            prompt_b=typed_input(prompt_b, "prompt_b", "text"),
+            image=image,
+            weight_a=typed_input(weight_a, "weight_a"),
+            weight_b=typed_input(weight_b, "weight_b"),
+            weight_image=typed_input(weight_image, "weight_image"),
+            num_images=num_images,
         )
+        _endpoint(service, interpolate_button, interpolate, {**blend, **settings}, gallery, concurrency_id=MODEL_GROUP)
+
+
+def _endpoint(service: Service, button: gr.Button, fn, inputs: dict, output, **options) -> None:
+    """`button` runs `fn` as the endpoint /<fn's name>. Inputs reach `fn` by name (the dict's keys, which are also
+    the API's parameter names, in the dict's order); every failure becomes a message, and the service's gate
+    counts the request (and refuses it once the server is shutting down)."""
+    button.click(
+        user_errors(fn, guard=service.gate.request),
+        inputs_kwargs=inputs,
+        outputs=output,
+        api_name=fn.__name__,
+        **options,
+    )
 
 
 # ---------------------------------------------------------------- serving
@@ -330,9 +355,10 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, blo
         server_name=host,
         server_port=port,
         max_file_size=MAX_UPLOAD,
-        show_error=False,  # only gr.Error messages (bad input) reach users, not internals
+        show_error=False,  # only gr.Error messages reach users (user_errors makes one of every failure), not internals
         ssr_mode=False,
         mcp_server=False,
+        state_session_capacity=SESSIONS_KEPT,
         prevent_thread_lock=not block,
         quiet=not block,
     )
@@ -362,8 +388,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"triptych: loaded {args.preset} on {service.device} in {service.load_seconds:.1f} s", flush=True)
     for name, place in service.encoder.placement.where().items():
         print(f"  {name}: {place}", flush=True)
-    launch(build_app(service), host=args.host, port=args.port)
+    serve(build_app(service), service, host=args.host, port=args.port)
     return 0
+
+
+def serve(app: gr.Blocks, service: Service, host: str, port: int | None) -> None:
+    """Serve until SIGTERM or SIGINT (Ctrl-C), then shut down in order (see `shut_down`); the process then exits
+    with status 0, within 10 s of the signal."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    launch(app, host=host, port=port, block=False)
+    print(f"triptych: serving on {app.local_url} (Ctrl-C or SIGTERM stops it)", flush=True)
+    while not stop.wait(0.5):
+        pass
+    print("triptych: shutting down", flush=True)
+    finished = shut_down(app, service)
+    print(f"triptych: stopped ({'every request finished' if finished else 'unfinished requests were told why'})")
+
+
+def shut_down(app: gr.Blocks, service: Service) -> bool:
+    """New requests are refused with a message; those in flight get GRACE_S to finish and STOP_S more to stop at
+    their next step, with a message; requests still waiting in Gradio's queue reach their handler and are refused
+    (the queue's size is what its /queue/status endpoint reports); their messages get FLUSH_S to leave; then the
+    server closes without waiting on idle connections. True if every request in flight finished."""
+    finished = service.gate.close(GRACE_S, STOP_S)
+    deadline = time.monotonic() + FLUSH_S
+    while (app._queue.get_status().queue_size or service.gate.active) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(min(0.3, max(deadline - time.monotonic(), 0)))  # the last messages, on their way to clients
+    app.server.force_exit = True  # uvicorn: close connections (heartbeats, idle streams) instead of waiting on them
+    app.close(verbose=False)
+    return finished
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+SIZES_KEPT = 1000  # batch sizes remembered for monitoring: the latest ones, so a long-running server stays flat
 
 
 class MicroBatcher(Generic[Item, Result]):
@@ -32,7 +34,7 @@ class MicroBatcher(Generic[Item, Result]):
         self._queue: queue.Queue[tuple[Item, Future]] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.batch_sizes: list[int] = []  # one entry per model call, for tests and monitoring
+        self.batch_sizes: deque[int] = deque(maxlen=SIZES_KEPT)  # one entry per model call, the latest ones
 
     def __call__(self, item: Item) -> Result:
         future: Future = Future()
@@ -60,21 +62,29 @@ class MicroBatcher(Generic[Item, Result]):
     def _run(self) -> None:
         while True:
             batch = self._collect()
-            items = [item for item, _ in batch]
-            with self.lock:
-                try:
-                    results = list(self.fn(items))
-                    if len(results) != len(items):
-                        raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
-                except Exception as err:
-                    if len(batch) == 1:
-                        batch[0][1].set_exception(err)
-                        continue
+            try:
+                self._serve(batch)
+            except BaseException as err:  # past `except Exception` (e.g. SystemExit): fail these callers, never strand
+                for _, future in batch:  # them waiting on a future nobody will set, and keep serving
+                    if not future.done():
+                        future.set_exception(err)
+
+    def _serve(self, batch: list[tuple[Item, Future]]) -> None:
+        items = [item for item, _ in batch]
+        with self.lock:
+            try:
+                results = list(self.fn(items))
+                if len(results) != len(items):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+            except Exception as err:
+                if len(batch) == 1:
+                    batch[0][1].set_exception(err)
+                else:
                     self._one_by_one(batch)
-                    continue
-            self.batch_sizes.append(len(items))
-            for (_, future), result in zip(batch, results):
-                future.set_result(result)
+                return
+        self.batch_sizes.append(len(items))
+        for (_, future), result in zip(batch, results):
+            future.set_result(result)
 
     def _one_by_one(self, batch: list[tuple[Item, Future]]) -> None:
         """After a failed batch: each item alone, so only the guilty one gets an error."""

@@ -1,12 +1,19 @@
-"""Gradio glue shared by the app's tabs: validated image uploads, user-facing errors, number and label parsing."""
+"""Gradio glue shared by the app's tabs: validated image uploads, typed form inputs, user-facing errors, number and
+label parsing."""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TypeVar
+
+import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, before gradio is imported
 
@@ -17,6 +24,8 @@ from triptych.clip.encoder import check_labels  # noqa: E402
 from triptych.core.errors import InvalidLabelsError, InvalidSettingError  # noqa: E402
 
 MAX_LABELS = 1000
+logger = logging.getLogger("triptych.app")
+C = TypeVar("C", bound="gr.components.Component")
 
 
 def uploaded_image(**kwargs) -> gr.Image:
@@ -55,28 +64,90 @@ def upload_path(path: str) -> Path:
     return resolved
 
 
-def user_errors(fn: Callable) -> Callable:
-    """Turn this project's errors (bad input) into gr.Error, which Gradio shows the user and sends API clients.
-    Works for plain and generator (streaming) functions; keeps the signature Gradio inspects for gr.Progress."""
+EXPECTED = {"a number": (int, float), "text": (str,)}  # form value kinds -> the JSON types that carry them
+
+
+def typed_input(component: C, name: str, kind: str = "a number") -> C:
+    """`component` refusing a value of the wrong kind (`kind` in EXPECTED; numbers must be finite) with a message
+    naming the input: Gradio's own preprocessing turns "10" or None in a number field into a bare `"error": null`
+    and quietly reads a list in a text field as its repr. Replaces this instance's `preprocess`, as
+    `uploaded_image` does."""
+    accepted, stock = EXPECTED[kind], component.preprocess
+
+    def preprocess(payload):
+        finite = not isinstance(payload, float) or math.isfinite(payload)
+        if isinstance(payload, bool) or not isinstance(payload, accepted) or not finite:
+            shown = repr(payload) if len(repr(payload)) <= 40 else f"{type(payload).__name__} {repr(payload)[:37]}..."
+            raise gr.Error(f"{name} must be {kind}, got {shown}")
+        return stock(payload)
+
+    component.preprocess = preprocess
+    return component
+
+
+class Blocks(gr.Blocks):
+    """gr.Blocks whose endpoints answer a call with too few inputs with a message naming them (Gradio's own check
+    raises a ValueError, which API clients receive as a bare `"error": null`)."""
+
+    def validate_inputs(self, block_fn, inputs: list) -> None:
+        if len(inputs) < len(block_fn.inputs):
+            names = [name for name in block_fn.input_parameter_names or [] if name] or ["?"] * len(block_fn.inputs)
+            raise gr.Error(
+                f"/{block_fn.api_name} takes {len(block_fn.inputs)} inputs ({', '.join(names)}), got {len(inputs)}"
+            )
+        super().validate_inputs(block_fn, inputs)
+
+
+def user_errors(fn: Callable, guard: Callable[[], AbstractContextManager] = nullcontext) -> Callable:
+    """Turn every failure of `fn` into a gr.Error, which Gradio shows the user and sends API clients (anything else
+    reaches them as a bare `"error": null`). This project's errors (bad input) keep their message; anything
+    unexpected (a bug, the device out of memory) is logged with its traceback and answered with its kind only, and
+    fails this request alone. `guard()` is held around each call (the app's request gate). Works for plain,
+    generator (streaming) and async functions; keeps the signature Gradio inspects for gr.Progress."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def stream(*args, **kwargs):
-            try:
+            with _as_messages(fn), guard():
                 yield from fn(*args, **kwargs)
-            except TriptychError as err:
-                raise gr.Error(str(err)) from err
 
         return stream
 
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def call_async(*args, **kwargs):
+            with _as_messages(fn), guard():
+                return await fn(*args, **kwargs)
+
+        return call_async
+
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        try:
+        with _as_messages(fn), guard():
             return fn(*args, **kwargs)
-        except TriptychError as err:
-            raise gr.Error(str(err)) from err
 
     return call
+
+
+@contextmanager
+def _as_messages(fn: Callable) -> Iterator[None]:
+    try:
+        yield
+    except gr.Error:
+        raise
+    except TriptychError as err:
+        raise gr.Error(str(err)) from err
+    except Exception as err:
+        logger.exception("%s failed", fn.__name__)
+        raise gr.Error(failure_message(err)) from err
+
+
+def failure_message(err: Exception) -> str:
+    """What a user is told of an unexpected failure: its kind, never its internals (paths, tensors, code)."""
+    if isinstance(err, MemoryError | torch.OutOfMemoryError) or "can't allocate memory" in str(err):
+        return "out of memory while running the model: try fewer images or steps; the server carries on"
+    return f"the model failed on this request ({type(err).__name__}); the server logged it and carries on"
 
 
 def require_image(image: object, what: str = "image") -> None:

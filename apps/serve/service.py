@@ -18,6 +18,8 @@ from triptych import clip, diffusion, vlm
 from triptych.core.devices import precision_name
 from triptych.core.resolve import Parts, resolve
 
+from .serving import RequestGate
+
 CAPABILITIES: tuple[str, ...] = ("classify", "caption", "generate")
 
 
@@ -31,6 +33,7 @@ class Service:
     generator: diffusion.UnCLIPGenerator | None = None
     load_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)  # one model call at a time on the device
+    gate: RequestGate = field(default_factory=RequestGate)  # requests in flight; closed when the server stops
 
     @classmethod
     def load(
