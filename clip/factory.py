@@ -7,12 +7,13 @@ from pathlib import Path
 
 import open_clip
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import snapshot_download
 
 from triptych.core import manifest
 from triptych.core.devices import precision_name, resolve_device, resolve_dtype
 from triptych.core.errors import WeightsError
 from triptych.core.placement import Placement
+from triptych.core.presets import WEIGHT_FILES
 from triptych.core.resolve import Parts, resolve
 from triptych.core.weights_files import check_folder, config_value, read_json, weights_errors
 
@@ -68,16 +69,13 @@ def check_open_clip_config(config: dict, path: Path) -> None:
             check_folder(Path(named).expanduser())
 
 
-def check_hub_config(repo: str, cache_dir: str | None) -> None:
-    """An hf-hub: encoder's open_clip_config.json, fetched (or read from the cache) and checked before open_clip
-    reads it: a hub repository is as untrusted as a local folder."""
+def fetch_hub_encoder(repo: str, cache_dir: str | None) -> Path:
+    """An hf-hub: encoder as a local folder: only its JSON, safetensors and text files fetched (or read from the
+    cache), so it is loaded and checked exactly as a local folder is; a hub repository is as untrusted as one."""
     try:
-        path = hf_hub_download(repo, CONFIG, cache_dir=cache_dir)
-    except Exception as err:  # offline, unknown repo, no such file: huggingface_hub's many error types
-        raise WeightsError(
-            f"could not load encoder 'hf-hub:{repo}': cannot fetch its {CONFIG} ({type(err).__name__}: {err})"
-        ) from err
-    check_open_clip_config(read_json(path), Path(path))
+        return Path(snapshot_download(repo, allow_patterns=list(WEIGHT_FILES), cache_dir=cache_dir))
+    except Exception as err:  # offline, unknown repo: huggingface_hub's many error types
+        raise WeightsError(f"could not load encoder 'hf-hub:{repo}' ({type(err).__name__}: {err})") from err
 
 
 def load(
@@ -102,8 +100,10 @@ def load(
     dt = resolve_dtype(dtype, dev)
     placement = Placement(dev, offload)
     parts = resolve(name)
-    name = parts.name
-    model_name, tag, folder = open_clip_source(str(parts.require("encoder")), pretrained)
+    name, source = parts.name, str(parts.require("encoder"))
+    if source.startswith("hf-hub:"):
+        source = str(fetch_hub_encoder(source[len("hf-hub:") :], cache_dir))
+    model_name, tag, folder = open_clip_source(source, pretrained)
     if folder is not None and (hf_layout := check_local_dir(folder)) is not None:
         # transformers' CLIP (e.g. Kandinsky 2.2's prior repository): converted on load
         with weights_errors(folder):
@@ -115,8 +115,6 @@ def load(
             f"unknown encoder {name!r}: not a bundled preset, folder, hf-hub repo or open_clip "
             f"architecture (see open_clip.list_models())"
         )
-    if model_name.startswith("hf-hub:"):
-        check_hub_config(model_name[len("hf-hub:") :], cache_dir)
     if tag and Path(tag).expanduser().exists() and not tag.endswith(".safetensors"):
         raise WeightsError(f"pretrained={tag!r}: only .safetensors weight files are loaded (pickles never are)")
     with weights_errors(f"could not load encoder {name!r}"):

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 from collections.abc import Iterator
@@ -90,14 +91,21 @@ def _walk(node: Any, prefix: str = "") -> Iterator[tuple[str, str, Any]]:
 
 
 def check_folder(folder: str | Path) -> None:
-    """Check every JSON file in a weights folder (recursively) before any library reads the folder. Links are
-    followed as the libraries would follow them."""
+    """Check every JSON file in a weights folder, subfolders included, before any library reads the folder.
+    Linked subfolders are followed, as the libraries would follow them (each real folder is read once)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise WeightsError(f"weights folder not found: {folder}")
-    for path in sorted(folder.rglob("*.json")):
-        if path.is_file():
-            read_json(path)
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree: already checked
+            dirs.clear()
+            continue
+        seen.add(real)
+        for name in sorted(files):
+            if name.endswith(".json") and (Path(root) / name).is_file():
+                read_json(Path(root) / name)
 
 
 def config_value(

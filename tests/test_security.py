@@ -175,6 +175,16 @@ def _scheduler_config(tmp: Path, sentinel: Path) -> tuple[Callable, str]:
     return (lambda: diffusion.load(str(folder), device="cpu")), "auto_map"
 
 
+def _linked_subfolder(tmp: Path, sentinel: Path) -> tuple[Callable, str]:
+    """A config reached through a linked subfolder is checked like any other."""
+    elsewhere = copy_bundled("diffusion", tmp / "elsewhere")
+    edit_json(elsewhere / "unet" / "config.json", lambda c: c.update(auto_map={"x": "evil_code.X"}))
+    folder = copy_bundled("diffusion", tmp / "gen")
+    shutil.rmtree(folder / "unet")
+    (folder / "unet").symlink_to(elsewhere / "unet", target_is_directory=True)
+    return (lambda: diffusion.load(str(folder), device="cpu")), "auto_map"
+
+
 def _service_preset_folder(tmp: Path, sentinel: Path) -> tuple[Callable, str]:
     """`triptych serve --preset FOLDER`: the folder's clip/ is the evil encoder."""
     evil_encoder(tmp / "preset" / "clip", sentinel)
@@ -194,6 +204,7 @@ GALLERY = {
     "model_index.json library": _generator_model_index,
     "generator's encoder": _generator_names_an_evil_encoder,
     "scheduler config": _scheduler_config,
+    "linked subfolder": _linked_subfolder,
     "Service.load preset folder": _service_preset_folder,
 }
 
@@ -216,6 +227,31 @@ def test_cli_entry_points_refuse_an_evil_encoder(tmp_path: Path, sentinel: Path,
     edit_json(folder / "config.json", lambda c: c["vlm"].update(encoder=str(encoder)))
     assert caption.main([str(EXAMPLE), "--model", str(folder), "--device", "cpu"]) == 2
     assert "trust_remote_code" in capsys.readouterr().err
+
+
+def hub_cache(tmp: Path, repo: str, files_from: Path) -> Path:
+    """A hub cache holding `repo` at one snapshot (as huggingface_hub lays it out), filled from a folder."""
+    cache = tmp / "hub"
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    shutil.copytree(files_from, entry / "snapshots" / commit)
+    (entry / "refs").mkdir(parents=True)
+    (entry / "refs" / "main").write_text(commit)
+    return cache
+
+
+def test_hub_encoders_are_checked_like_folders(tmp_path: Path, sentinel: Path) -> None:
+    """An hf-hub: repository is as untrusted as a folder: its configs are checked, and a repository holding only a
+    pickle is refused (open_clip alone would torch.load it)."""
+    cache = hub_cache(tmp_path, "evil/clip", evil_encoder(tmp_path / "enc", sentinel))
+    with pytest.raises(WeightsError, match="trust_remote_code"):
+        clip.load("hf-hub:evil/clip", device="cpu", cache_dir=str(cache))
+    pickled = copy_bundled("clip", tmp_path / "pickled")
+    (pickled / "open_clip_model.safetensors").unlink()
+    torch.save({}, pickled / "open_clip_pytorch_model.bin")
+    cache = hub_cache(tmp_path / "second", "someone/pickled", pickled)
+    with pytest.raises(WeightsError, match="open_clip_model.safetensors is missing"):
+        clip.load("hf-hub:someone/pickled", device="cpu", cache_dir=str(cache))
 
 
 def test_an_image_file_as_pretrained_tag_must_be_safetensors(tmp_path: Path) -> None:
@@ -296,6 +332,7 @@ def test_upload_endpoints_refuse_server_paths(app_url: str, endpoint: str) -> No
         messages.append(_raw_call(app_url, endpoint, data))
     assert all(m.startswith("error") for m in messages), messages
     assert len(set(messages)) == 1, messages
+    assert "server paths are not read" in messages[0], messages  # our message, not Gradio's bare null
     assert "passwd" not in messages[0] and "scene-1" not in messages[0]
 
 

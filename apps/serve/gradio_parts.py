@@ -18,12 +18,14 @@ import torch
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home, before gradio is imported
 
 import gradio as gr  # noqa: E402
+from gradio.exceptions import InvalidPathError  # noqa: E402
 
 from triptych.clip import InvalidImageError, TriptychError, load_image  # noqa: E402
 from triptych.clip.encoder import check_labels  # noqa: E402
 from triptych.core.errors import InvalidLabelsError, InvalidSettingError  # noqa: E402
 
 MAX_LABELS = 1000
+SERVER_PATH_REFUSED = "the image must be uploaded with the request; server paths are not read"
 logger = logging.getLogger("triptych.app")
 C = TypeVar("C", bound="gr.components.Component")
 
@@ -60,7 +62,7 @@ def upload_path(path: str) -> Path:
     cache = Path(gr.utils.get_upload_folder()).resolve()
     resolved = Path(path).resolve()
     if not resolved.is_relative_to(cache):
-        raise InvalidImageError("the image must be uploaded with the request; server paths are not read")
+        raise InvalidImageError(SERVER_PATH_REFUSED)
     return resolved
 
 
@@ -87,7 +89,14 @@ def typed_input(component: C, name: str, kind: str = "a number") -> C:
 
 class Blocks(gr.Blocks):
     """gr.Blocks whose endpoints answer a call with too few inputs with a message naming them (Gradio's own check
-    raises a ValueError, which API clients receive as a bare `"error": null`)."""
+    raises a ValueError, which API clients receive as a bare `"error": null`), and a request naming a server file
+    instead of uploading one with the same message as `upload_path` (Gradio refuses it first, with a bare null)."""
+
+    async def preprocess_data(self, block_fn, inputs: list, state, explicit_call: bool = False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except InvalidPathError as err:
+            raise gr.Error(SERVER_PATH_REFUSED) from err
 
     def validate_inputs(self, block_fn, inputs: list) -> None:
         if len(inputs) < len(block_fn.inputs):
