@@ -13,16 +13,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from triptych.core.checks import check_int
-from triptych.core.errors import InvalidLabelsError, InvalidTextError
+from triptych.core.checks import check_batch_size, check_int, check_labels, check_texts
 from triptych.core.images import ImageInput, load_images
 from triptych.core.placement import Placement
 
 from .templates import check_templates
 
-MAX_TEXT_CHARS = 4096  # longer text is refused; anything past the model's context is truncated
 LABEL_CACHE_SIZE = 64
-MAX_BATCH_SIZE = 65536
 
 
 @dataclass
@@ -32,59 +29,6 @@ class TextStates:
     embeds: torch.Tensor  # (N, D) projected; not normalised unless asked (Kandinsky's prior reads them raw)
     states: torch.Tensor  # (N, L, width) final-norm token states
     mask: torch.Tensor  # (N, L) True for real tokens (not padding)
-
-
-def check_texts(texts: str | Iterable[str], what: str = "text", allow_empty: bool = False) -> list[str]:
-    """A list of non-empty (unless allow_empty) strings of reasonable length, or InvalidTextError naming the
-    problem. One string is a list of one; bytes are not text (decode them first)."""
-    if isinstance(texts, str):
-        items = [texts]
-    elif isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-        raise InvalidTextError(f"{what} must be a string or a list of strings, got {type(texts).__name__}")
-    else:
-        items = list(texts)
-    if not items:
-        raise InvalidTextError(f"no {what} given")
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise InvalidTextError(f"{what} #{i} must be a string, got {type(t).__name__}")
-        if not t.strip() and not allow_empty:
-            raise InvalidTextError(f"{what} #{i} is empty")
-        if len(t) > MAX_TEXT_CHARS:
-            raise InvalidTextError(f"{what} #{i} is {len(t)} characters long; the limit is {MAX_TEXT_CHARS}")
-        try:
-            t.encode("utf-8")
-        except UnicodeEncodeError as err:  # a lone surrogate: no tokenizer reads it, no UTF-8 channel carries it
-            raise InvalidTextError(f"{what} #{i} is not valid Unicode ({err.reason} at character {err.start})") from err
-    return items
-
-
-def check_labels(labels: str | Sequence[str]) -> tuple[str, ...]:
-    """Labels for classification: at least one, none blank, none repeated (after stripping spaces)."""
-    if isinstance(labels, str):
-        raise InvalidLabelsError("labels must be a list of strings, not one string")
-    if isinstance(labels, (bytes, bytearray)) or not isinstance(labels, Iterable):
-        raise InvalidLabelsError(f"labels must be a list of strings, got {type(labels).__name__}")
-    items = tuple(labels)
-    if not items:
-        raise InvalidLabelsError("the label list is empty")
-    for i, label in enumerate(items):
-        if not isinstance(label, str) or not label.strip():
-            raise InvalidLabelsError(f"label #{i} is empty or not a string: {label!r}")
-        if len(label) > MAX_TEXT_CHARS:
-            raise InvalidLabelsError(f"label #{i} is {len(label)} characters long; the limit is {MAX_TEXT_CHARS}")
-    seen: dict[str, int] = {}
-    for i, label in enumerate(items):
-        key = label.strip()
-        if key in seen:
-            raise InvalidLabelsError(f"label {label!r} appears twice (#{seen[key]} and #{i})")
-        seen[key] = i
-    return tuple(label.strip() for label in items)
-
-
-def check_batch_size(batch_size: object) -> int:
-    """A batch size: a whole number from 1 to MAX_BATCH_SIZE."""
-    return check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
 
 
 def split_preprocess(preprocess: Callable) -> tuple[list[Callable], torch.Tensor, torch.Tensor, int]:

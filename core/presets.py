@@ -182,12 +182,6 @@ def fetch(name: str, to: Path | None = None, cache_dir: Path | None = None) -> d
     return folders
 
 
-def encoder_folder(folders: dict[str, Path]) -> Path:
-    """The encoder of a fetched preset: its open_clip repository, else the CLIP that Kandinsky's prior
-    repository ships."""
-    return folders.get("encoder", folders.get("prior"))
-
-
 def table() -> str:
     """Markdown: every preset, what it is for and its fp16 weight memory."""
     rows = [

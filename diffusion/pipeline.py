@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from triptych import clip
-from triptych.clip.encoder import check_texts
+from triptych.core.checks import check_texts
 from triptych.core.errors import InvalidSettingError, InvalidTextError
 from triptych.core.images import ImageInput, load_image
 

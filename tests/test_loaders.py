@@ -72,6 +72,8 @@ CASES: list[tuple[str, str, Callable[[Path], None], str]] = [
     ("vlm", "config.json", lambda p: set_key(p, "rms_norm_eps", None), "rms_norm_eps"),
     ("vlm", "config.json", lambda p: set_key(p, "vlm.surprise", 1), "surprise"),
     ("vlm", "config.json", lambda p: set_key(p, "vlm", [1]), "'vlm' must be dict"),
+    ("vlm", "config.json", lambda p: set_key(p, "vlm.special_tokens", {"bos": 5}), "special_tokens"),
+    ("vlm", "config.json", lambda p: set_key(p, "vlm.special_tokens", {"foo": "x"}), "special_tokens"),
     ("vlm", "model.safetensors", pickle_as_safetensors, "model.safetensors"),
     ("vlm", "model.safetensors", truncate, "model.safetensors"),
     ("vlm", "tokenizer.json", lambda p: p.write_text('{"model": 5}'), "tokenizer.json"),

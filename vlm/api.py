@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from triptych import clip
-from triptych.clip.encoder import check_batch_size, check_texts
+from triptych.core.checks import check_batch_size, check_texts
 from triptych.core.devices import resolve_device, resolve_dtype
 from triptych.core.errors import InvalidImageError, InvalidTextError, WeightsError
 from triptych.core.images import ImageInput, load_images

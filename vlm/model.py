@@ -38,6 +38,9 @@ class VLMConfig:
         check_fields(self)
         if self.vision_width < 1 or self.shuffle < 1:
             raise ValueError(f"vision_width and shuffle must be at least 1, got {self.vision_width}, {self.shuffle}")
+        names = self.special_tokens
+        if set(names) - {"bos", "eos", "pad"} or not all(isinstance(v, str) and v for v in names.values()):
+            raise ValueError(f"special_tokens maps bos/eos/pad to token strings, got {names!r}")
 
 
 class VLM(nn.Module):

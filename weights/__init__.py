@@ -1,4 +1,4 @@
-"""Weights: the bundled `shapes` preset, its training recipes, and the shapes world they learn from."""
+"""Data only: the bundled `shapes` weights, their training recipes and example images (no code beyond their paths)."""
 
 from pathlib import Path
 

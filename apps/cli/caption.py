@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     prog = parser.prog
 
     from triptych import clip, vlm
-    from triptych.clip.encoder import check_texts
+    from triptych.core.checks import check_texts
 
     generation = dict(
         max_new_tokens=args.max_new_tokens,

@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size <= 0:
         return fail(prog, "--batch-size must be positive")
     from triptych import clip  # imported late: --help stays fast
-    from triptych.clip.encoder import check_labels
     from triptych.clip.templates import check_templates
+    from triptych.core.checks import check_labels
 
     try:
         labels = list(check_labels(read_labels(args.labels, args.labels_file)))

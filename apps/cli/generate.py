@@ -113,7 +113,7 @@ class Job:
 
 def check_flags(args: argparse.Namespace) -> None:
     """Flags that only make sense together, and every prompt: ValueError or InvalidTextError naming the problem."""
-    from triptych.clip.encoder import check_texts
+    from triptych.core.checks import check_texts
 
     interpolating = args.interpolate is not None
     if args.images and not interpolating:

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from PIL import Image
 
-from triptych.clip.encoder import check_texts
+from triptych.core.checks import check_texts
 from triptych.core.errors import InvalidTextError
 from triptych.diffusion.settings import DECODER_SCHEDULERS
 
@@ -59,7 +59,7 @@ def notice(service: Service) -> str:
         return SHAPES_NOTICE
     parts = ["classification"] + ["captions and answers"] * (service.captioner is not None)
     parts += ["text-to-image, variations and interpolation"] * (service.generator is not None)
-    return f"**Preset `{service.preset.name}`**: {', '.join(parts)}. The examples are shapes-world pictures."
+    return f"**Preset `{service.public_name}`**: {', '.join(parts)}. The examples are shapes-world pictures."
 
 
 def build_app(service: Service) -> gr.Blocks:

@@ -21,7 +21,7 @@ import gradio as gr  # noqa: E402
 from gradio.exceptions import InvalidPathError  # noqa: E402
 
 from triptych.clip import InvalidImageError, TriptychError, load_image  # noqa: E402
-from triptych.clip.encoder import check_labels  # noqa: E402
+from triptych.core.checks import check_labels  # noqa: E402
 from triptych.core.errors import InvalidLabelsError, InvalidSettingError  # noqa: E402
 
 MAX_LABELS = 1000

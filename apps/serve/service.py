@@ -10,6 +10,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -57,6 +58,11 @@ class Service:
         return cls(parts, encoder, captioner, generator, time.perf_counter() - start)
 
     @property
+    def public_name(self) -> str:
+        """The preset's name as the page shows it (see `shown`)."""
+        return shown(self.preset.name)
+
+    @property
     def device(self) -> torch.device:
         return self.encoder.device
 
@@ -83,12 +89,17 @@ class Service:
         if self.device.type == "cuda":
             memory = f"\n\nAccelerator memory in use: {torch.cuda.memory_allocated(self.device) / 2**20:.0f} MiB."
         return (
-            f"**Preset:** `{self.preset.name}` · **device:** `{self.device}` · "
+            f"**Preset:** `{self.public_name}` · **device:** `{self.device}` · "
             f"**dtype:** `{precision_name(self.dtype)}` · loaded in {self.load_seconds:.1f} s\n\n"
-            f"**Encoder:** `{self.encoder.name}` ({self.encoder.kind}, {self.encoder.image_size} px), "
+            f"**Encoder:** `{shown(self.encoder.name)}` ({self.encoder.kind}, {self.encoder.image_size} px), "
             f"shared by every tab.\n\n| part | parameters |\n|---|---|\n{rows}\n\n"
             f"| model | weights on |\n|---|---|\n{where}{memory}"
         )
+
+
+def shown(name: str) -> str:
+    """A model name as visitors see it: a folder by its last part, never the server's full path."""
+    return Path(name).name if "/" in name and not name.startswith("hf-hub:") else name
 
 
 def _count(module: torch.nn.Module) -> int:
