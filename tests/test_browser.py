@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from triptych.apps.benchmarks.load import judge_generated
 from triptych.world import caption, render, sample_scene
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -69,7 +70,11 @@ def test_classify_in_the_browser(page, tmp_path) -> None:
     page.locator("#classify-image input[type=file]").set_input_files(str(path))
     page.get_by_role("button", name="Classify", exact=True).click()
     obj = scene.objects[0]
-    page.locator("#classify-result").get_by_text(f"a {obj.color} {obj.shape}").first.wait_for()
+    top = page.locator("#classify-result .output-class")  # the Label's heading: its top label, not any of ten
+    top.wait_for()
+    page.wait_for_function(
+        "([el, text]) => el.textContent.trim() === text", arg=[top.element_handle(), f"a {obj.color} {obj.shape}"]
+    )
     page.screenshot(path=str(SHOTS / "classify.png"))
 
 
@@ -100,11 +105,13 @@ def test_generate_shows_a_gallery(page) -> None:
     images = page.locator("#generate-gallery img")
     page.wait_for_function("(n) => document.querySelectorAll('#generate-gallery img').length >= n", arg=4)
     page.screenshot(path=str(SHOTS / "generate.png"))
-    src = images.first.get_attribute("src")
-    assert src and src.startswith("http")  # served by the app, not a data URL or a local path
-    data = page.request.get(src).body()
-    shown = Image.open(io.BytesIO(data))
-    assert shown.size == (64, 64)
+    shown = []
+    for i in range(4):
+        src = images.nth(i).get_attribute("src")
+        assert src and src.startswith("http")  # served by the app, not a data URL or a local path
+        shown.append(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+    assert all(image.size == (64, 64) for image in shown)
+    assert judge_generated(shown, "red", "circle") is None  # read back: objects, mostly the one asked for
 
 
 def test_variations_and_interpolation_tab(page, tmp_path) -> None:

@@ -1,6 +1,8 @@
-"""Benchmark command: our API against the plain library a user would drive instead, side by side in one run.
+"""Benchmark command: our API against the plain library a user would drive instead, side by side in one run; and
+the served app under load (`load`) and over a long run (`soak`).
 
 triptych-benchmark classify --batch-size 256 --labels 48
+triptych-benchmark soak --requests 2000
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 from .captioner import benchmark_vlm
 from .encoder import benchmark_classify
 from .generator import benchmark_generator
-from .load import run_load, serve_in_background
+from .load import run_load, run_soak, serve_in_background
 from .memory import benchmark_memory
 
 
@@ -64,11 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--port", type=int, default=7861)
     load.add_argument("--clients", type=int, default=16)
     load.add_argument("--seconds", type=float, default=60.0)
+    soak = sub.add_parser("soak", help="mixed requests, each a new session, against `triptych serve`: memory growth")
+    soak.add_argument("--requests", type=int, default=2000)
+    soak.add_argument("--warmup", type=int, default=200, help="requests before the first memory reading")
+    soak.add_argument("--clients", type=int, default=4, help="requests sent at a time")
+    soak.add_argument("--max-growth", type=float, default=50.0, help="MiB the server's RSS may grow after warm-up")
+    soak.add_argument("--url", help="an app already running (give --pid too; default: start one on --port)")
+    soak.add_argument("--pid", type=int, help="the process id of the server at --url")
+    soak.add_argument("--preset", default="shapes")
+    soak.add_argument("--port", type=int, default=7861)
     args = parser.parse_args(argv)
     if args.what == "memory":
         rows = benchmark_memory(args.preset, args.device, args.dtype)
     elif args.what == "load":
         return _load(parser, args)
+    elif args.what == "soak":
+        return _soak(parser, args)
     elif args.what == "diffusion":
         if min([args.batch_size, args.repeats, *args.steps, *args.fast_steps]) <= 0 or args.score_count < 0:
             parser.error("--batch-size, --repeats and step counts must be positive, --score-count >= 0")
@@ -119,6 +132,25 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     for line in report.errors[:10] + report.bad_unclear[:10]:
         print(f"  {line}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def _soak(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if min(args.requests, args.clients) <= 0 or args.warmup < 0 or not args.max_growth > 0:
+        parser.error("--requests, --clients and --max-growth must be positive, --warmup >= 0")
+    if (args.url is None) != (args.pid is None):
+        parser.error("--url and --pid go together (the soak reads the server's memory)")
+    server = None if args.url else serve_in_background(args.preset, args.port)
+    try:
+        url, pid = (args.url, args.pid) if server is None else (f"http://127.0.0.1:{args.port}/", server.pid)
+        report = run_soak(url, pid, args.requests, args.warmup, args.clients)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+    print_table(report.rows())
+    for line in report.errors[:10]:
+        print(f"  {line}", file=sys.stderr)
+    return 0 if report.ok(args.max_growth) else 1
 
 
 if __name__ == "__main__":
