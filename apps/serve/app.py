@@ -8,7 +8,9 @@ torch already uses every core for one call.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
+import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -384,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="triptych serve", description="Serve every capability in one Gradio app.")
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
+    # A private upload cache (unless one is set): Gradio names cached files by their content and deletes its own on
+    # shutdown (delete_cache), so servers sharing /tmp/gradio would delete each other's uploads mid-request.
+    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="triptych-uploads-"))
     service = Service.load(args.preset, device=args.device, dtype=args.dtype, offload=args.offload)
     print(f"triptych: loaded {args.preset} on {service.device} in {service.load_seconds:.1f} s", flush=True)
     for name, place in service.encoder.placement.where().items():
