@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from collections.abc import Callable
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from triptych.world import (
     COLORS,
@@ -17,7 +18,10 @@ from triptych.world import (
     HELD_OUT_PAIRS,
     POSITIONS,
     QUESTION_TYPES,
+    UNKNOWN,
     CaptionParseError,
+    ObjectSpec,
+    PromptSpec,
     Scene,
     SceneObject,
     ShapesDataset,
@@ -174,6 +178,56 @@ def test_image_parser_tolerates_noise_and_blur():
         noisy = np.clip(np.asarray(blurred, np.float32) + rng.normal(0, 8, (64, 64, 3)), 0, 255).astype(np.uint8)
         errors += parse_image(Image.fromarray(noisy)).keys() != scene.keys()
     assert errors <= 3
+
+
+def _blob(draw: Callable[[ImageDraw.ImageDraw], None], background: str = "white") -> Image.Image:
+    """A 64 px image of something drawn at 4x in the center cell (anti-aliased as the world renders)."""
+    image = Image.new("RGB", (256, 256), background)
+    draw(ImageDraw.Draw(image))
+    return image.resize((64, 64), Image.Resampling.BOX)
+
+
+RED = (220, 30, 30)
+MALFORMED = {
+    "ellipse": lambda d: d.ellipse([88, 110, 168, 146], fill=RED),
+    "quadrilateral": lambda d: d.polygon([(93, 118), (158, 98), (166, 153), (108, 163)], fill=RED),
+    "circle merged with a square": lambda d: (
+        d.ellipse([98, 98, 138, 138], fill=RED),
+        d.rectangle([123, 123, 158, 158], fill=RED),
+    ),
+    "cluster of dots": lambda d: [
+        d.ellipse([x, y, x + 34, y + 34], fill=RED) for x, y in ((88, 88), (134, 92), (104, 134))
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_image_parser_never_snaps_a_malformed_blob_to_a_shape(name):
+    """The strict judge: a blob that is no world shape is `unknown`, and its scene satisfies no prompt."""
+    parsed = parse_image(_blob(MALFORMED[name]))
+    assert [o.shape for o in parsed.objects] == [UNKNOWN]
+    assert not PromptSpec("object", (ObjectSpec(),)).satisfied_by(parsed)  # not even "an object"
+
+
+def test_image_parser_calls_an_off_palette_colour_unknown():
+    brown = (120, 80, 40)
+    parsed = parse_image(_blob(lambda d: d.rectangle([108, 108, 148, 148], fill=brown)))
+    assert [(o.color, o.shape) for o in parsed.objects] == [(UNKNOWN, "square")]
+
+
+def test_clean_and_noisy_renders_never_read_unknown():
+    rng = np.random.default_rng(1)
+    for i in range(200):
+        image = render(sample_scene(i + 70_000, held_out="include")).filter(ImageFilter.GaussianBlur(0.6))
+        noisy = np.clip(np.asarray(image, np.float32) + rng.normal(0, 8, (64, 64, 3)), 0, 255).astype(np.uint8)
+        assert all(UNKNOWN not in (o.shape, o.color) for o in parse_image(Image.fromarray(noisy)).objects)
+
+
+def test_stray_fringe_pixels_are_not_objects():
+    image = render(sample_scene(5, num_objects=1))
+    arr = np.asarray(image).copy()
+    arr[2:5, 2:5] = (30, 70, 230) if arr[0, 0, 0] > 127 else (250, 120, 200)  # 9 stray pixels in a corner cell
+    assert parse_image(Image.fromarray(arr)).keys() == parse_image(image).keys()
 
 
 def test_image_parser_reads_blank_images_as_empty():

@@ -16,6 +16,7 @@ from .spec import (
     SHAPES,
     SIZES,
     TRAIN_PAIRS,
+    UNKNOWN,
     WORLD_VERSION,
     plural,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "SHAPES",
     "SIZES",
     "TRAIN_PAIRS",
+    "UNKNOWN",
     "WORLD_VERSION",
     "CaptionParseError",
     "Scene",

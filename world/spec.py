@@ -32,6 +32,7 @@ POSITIONS: tuple[str, ...] = (
     "bottom right",
 )
 NUMBER_WORDS: tuple[str, ...] = ("one", "two", "three")
+UNKNOWN = "unknown"  # what the image parser calls a shape or colour that is none of the world's
 MAX_OBJECTS = 3
 
 #: (colour, shape) pairs that never appear in training images or text.

@@ -18,6 +18,7 @@ from .spec import (
     SHAPES,
     SIZES,
     TRAIN_PAIRS,
+    UNKNOWN,
     plural,
 )
 
@@ -108,7 +109,11 @@ class PromptSpec:
     exact: bool = False
 
     def satisfied_by(self, scene: Scene) -> bool:
+        """Whether the scene is what the prompt says; a scene holding an object the image parser could not read
+        (shape or colour `unknown`) satisfies nothing."""
         if self.background is not None and self.background != scene.background:
+            return False
+        if any(UNKNOWN in (o.shape, o.color) for o in scene.objects):
             return False
         objs = scene.objects
         if self.kind == "caption":
