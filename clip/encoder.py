@@ -187,10 +187,20 @@ class Encoder:
         """(N, grid*grid, width) patch tokens of one vision block (default the last), before pooling and
         projection, class/prefix tokens removed; `normalize` applies the tower's final norm. Works for native
         and timm-based open_clip towers."""
+        return self._patch_tokens(self.pixels(images), layer, normalize)
+
+    def zero_image_tokens(self, layer: int = -1, normalize: bool = True) -> torch.Tensor:
+        """(1, grid*grid, width) patch tokens of the all-zero pixel tensor (see zero_image_embed)."""
+        size = self.image_size
+        zeros = torch.zeros(1, 3, size, size, device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            return self._patch_tokens(zeros, layer, normalize)
+
+    def _patch_tokens(self, pixels: torch.Tensor, layer: int, normalize: bool) -> torch.Tensor:
         depth = self.vision_depth or 1 << 16  # a tower of another kind checks the range itself
         layer = check_int("layer", layer, -depth, depth - 1)
         out = self.model.visual.forward_intermediates(
-            self.pixels(images),
+            pixels,
             indices=[layer],
             normalize_intermediates=normalize,
             intermediates_only=True,

@@ -1,8 +1,9 @@
-"""The decoder: CLIP image embedding -> VAE latents (UNet denoising) -> pixels.
+"""The decoder: CLIP image condition -> VAE latents (UNet denoising) -> pixels.
 
 The loops are KandinskyV22Pipeline's and KandinskyV22Img2ImgPipeline's, step for step, so a Kandinsky-format
 decoder folder (`unet/`, `movq/`, `scheduler/`) gives the same image here as in diffusers. Conditional and
-unconditional halves run as one batch.
+unconditional halves run as one batch. A folder with a `grid/` projection is the spatial layout (diffusion/grid.py):
+its condition carries the patch-token grid too, handed to the UNet as extra input channels beside the latents.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .grid import FOLDER as GRID_FOLDER
+from .grid import GridProjection
+
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, timestep, latents)
 
 
 class DecoderStage:
-    """UNet2DConditionModel (image-embedding conditioned) + VQModel (MoVQ layout) + a scheduler."""
+    """UNet2DConditionModel (image-embedding conditioned) + VQModel (MoVQ layout) + a scheduler, and for the
+    spatial layout the grid projection whose map the UNet reads beside its latents."""
 
     def __init__(
         self,
@@ -30,21 +35,41 @@ class DecoderStage:
         movq: VQModel,
         scheduler: SchedulerMixin,
         device: torch.device | None = None,
+        grid: GridProjection | None = None,
     ) -> None:
         """`device`: where denoising runs (default: the UNet's; differs from it only under model offload)."""
-        self.unet, self.movq, self.scheduler = unet.eval(), movq.eval(), scheduler
+        self.unet, self.movq, self.scheduler, self.grid = unet.eval(), movq.eval(), scheduler, grid
         self.device = torch.device(device) if device is not None else unet.device
+        grid_channels = grid.channels if grid is not None else 0
+        self.latent_channels = unet.config.in_channels - grid_channels
+        if self.latent_channels != movq.config.latent_channels:
+            raise ValueError(
+                f"the UNet reads {unet.config.in_channels} channels: the VAE's {movq.config.latent_channels} latent "
+                f"channels and {grid_channels} grid channels should add up to that"
+            )
+
+    @property
+    def embed_dim(self) -> int:
+        """D, the pooled image embedding's width (the UNet's image projection input)."""
+        return int(self.unet.config.encoder_hid_dim)
+
+    @property
+    def condition_dim(self) -> int:
+        """Width of the condition vector: D, plus cells x G for the spatial layout."""
+        return self.embed_dim + (self.grid.dim if self.grid is not None else 0)
 
     @classmethod
     def from_pretrained(
         cls, folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
     ) -> DecoderStage:
-        """A Kandinsky-2.2-format decoder folder: `unet/`, `movq/`, `scheduler/` (safetensors only)."""
+        """A Kandinsky-2.2-format decoder folder: `unet/`, `movq/`, `scheduler/` (safetensors only), and `grid/`
+        for the spatial layout."""
         folder = Path(folder)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype)
         movq = VQModel.from_pretrained(folder / "movq", use_safetensors=True, torch_dtype=dtype)
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
-        return cls(unet.to(device), movq.to(device), scheduler)
+        grid = GridProjection.from_pretrained(folder / GRID_FOLDER)
+        return cls(unet.to(device), movq.to(device), scheduler, grid=grid)
 
     @property
     def scale_factor(self) -> int:
@@ -83,7 +108,7 @@ class DecoderStage:
         callback: StepCallback | None = None,
         progress: bool = True,
     ) -> torch.Tensor:
-        """(N, D) image embeddings -> (N, C, h, w) denoised latents.
+        """(N, condition_dim) image conditions -> (N, C, h, w) denoised latents.
 
         With `init_latents` (img2img) the schedule starts part-way, at `strength` of the way from the image to
         noise; otherwise from pure noise.
@@ -93,9 +118,10 @@ class DecoderStage:
         embeds = image_embeds.to(device, dtype)
         if guided:
             embeds = torch.cat([negative_image_embeds.to(device, dtype), embeds])  # (2N, D): uncond, cond
+        embeds, grid_map = self.split(embeds, self.latent_size(height, width))  # (B, D), (B, G, h, w) or None
         self.scheduler.set_timesteps(steps, device=device)
         timesteps = self.scheduler.timesteps
-        channels = self.unet.config.in_channels
+        channels = self.latent_channels
         if init_latents is None:
             shape = (len(image_embeds), channels, *self.latent_size(height, width))
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
@@ -110,6 +136,8 @@ class DecoderStage:
         learned_variance = getattr(self.scheduler.config, "variance_type", None) in ("learned", "learned_range")
         for i, t in enumerate(tqdm(timesteps, desc="decoder", disable=not progress, leave=False)):
             model_input = torch.cat([latents] * 2) if guided else latents
+            if grid_map is not None:
+                model_input = torch.cat([model_input, grid_map], dim=1)  # (B, C + G, h, w)
             out = self.unet(
                 sample=model_input,
                 timestep=t,
@@ -127,6 +155,16 @@ class DecoderStage:
             if callback is not None:
                 callback(i, int(t), latents)
         return latents
+
+    def split(self, conditions: torch.Tensor, latent_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, condition_dim) -> the pooled embeddings (B, D) and, for the spatial layout, the grid as a
+        (B, G, h, w) map at the latents' size (else None)."""
+        if conditions.shape[1] != self.condition_dim:
+            raise ValueError(f"the decoder takes ({self.condition_dim},) conditions, got {tuple(conditions.shape)}")
+        if self.grid is None:
+            return conditions, None
+        pooled, flat = conditions.split([self.embed_dim, conditions.shape[1] - self.embed_dim], dim=1)
+        return pooled, self.grid.to_map(flat.float(), latent_size).to(conditions.dtype)
 
 
 def to_pixels(images: list[Image.Image], device: torch.device | str = "cpu") -> torch.Tensor:

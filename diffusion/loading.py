@@ -71,10 +71,11 @@ def load_stages(
     with weights_errors(f"cannot load the generator from {prior_folder} and {decoder_folder} (safetensors only)"):
         prior = PriorStage.from_pretrained(prior_folder, encoder, prior_scheduler, normalize_text)
         decoder = DecoderStage.from_pretrained(decoder_folder, store, dt)
-    if prior.prior.config.embedding_dim != encoder.embed_dim:
+    predicted = prior.prior.config.clip_embed_dim or prior.prior.config.embedding_dim
+    if decoder.embed_dim != encoder.embed_dim or predicted != decoder.condition_dim:
         raise WeightsError(
-            f"the prior works on {prior.prior.config.embedding_dim}-d embeddings; "
-            f"the encoder makes {encoder.embed_dim}-d ones"
+            f"the prior predicts {predicted}-d conditions and the decoder reads {decoder.condition_dim}-d ones "
+            f"({decoder.embed_dim}-d image embeddings); the encoder makes {encoder.embed_dim}-d embeddings"
         )
     prior.to(store, dt)
     decoder.device = dev

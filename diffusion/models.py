@@ -2,7 +2,9 @@
 
 Layouts follow Kandinsky 2.2 scaled down: a VQModel (MoVQ) VAE, a PriorTransformer over the encoder's text,
 and a UNet2DConditionModel conditioned on the image embedding twice over (added to the time embedding and as
-cross-attention tokens), which predicts noise and (unused here) variance, as Kandinsky's decoder does.
+cross-attention tokens), which predicts noise and (unused here) variance, as Kandinsky's decoder does. The
+spatial layout (diffusion/grid.py) adds the patch-token grid: predicted by the prior beside the embedding, read
+by the UNet as extra input channels.
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ def build_vae(config: dict) -> VQModel:
     )
 
 
-def build_prior(config: dict, encoder: clip.Encoder) -> PriorTransformer:
-    """A PriorTransformer reading the encoder's text: its embedding width and context length."""
+def build_prior(config: dict, encoder: clip.Encoder, grid_dim: int = 0) -> PriorTransformer:
+    """A PriorTransformer reading the encoder's text (its embedding width and context length) and predicting the
+    decoder's condition: the pooled image embedding, followed by `grid_dim` grid values for the spatial layout.
+
+    diffusers projects token states with the width of the predicted vector; when that is wider than the text
+    (the spatial layout), the states enter unprojected, so the transformer's width must equal the text's."""
     context = int(encoder.tokenize("a").shape[1])
     width = encoder.text_states("a").states.shape[-1]
     if width != encoder.embed_dim:
@@ -34,26 +40,33 @@ def build_prior(config: dict, encoder: clip.Encoder) -> PriorTransformer:
             f"PriorTransformer projects token states and embeddings with one width; this encoder has text width "
             f"{width} and embedding width {encoder.embed_dim}"
         )
+    inner = config["num_attention_heads"] * config["attention_head_dim"]
+    if grid_dim and inner != width:
+        raise ValueError(f"a grid prior's width (heads x head dim = {inner}) must equal the text width {width}")
     return PriorTransformer(
-        embedding_dim=encoder.embed_dim,
+        embedding_dim=encoder.embed_dim + grid_dim,
+        embedding_proj_dim=encoder.embed_dim,
         num_embeddings=context,
         additional_embeddings=4,
         time_embed_act_fn="gelu",
         norm_in_type="layer",
         embedding_proj_norm_type="layer",
-        encoder_hid_proj_type="linear",
+        encoder_hid_proj_type=None if grid_dim else "linear",
         added_emb_type="prd",
         **config,
     )
 
 
-def build_unet(config: dict, embed_dim: int, latent_channels: int, sample_size: int) -> UNet2DConditionModel:
+def build_unet(
+    config: dict, embed_dim: int, latent_channels: int, sample_size: int, grid_channels: int = 0
+) -> UNet2DConditionModel:
     """Kandinsky 2.2's decoder layout: the first level plain ResNet blocks, deeper levels with cross-attention
-    over image-embedding tokens; noise + variance out."""
+    over image-embedding tokens; noise + variance out. `grid_channels`: the spatial layout's grid map, read as
+    extra input channels beside the latents."""
     levels = len(config["block_out_channels"])
     return UNet2DConditionModel(
         sample_size=sample_size,
-        in_channels=latent_channels,
+        in_channels=latent_channels + grid_channels,
         out_channels=2 * latent_channels,
         down_block_types=("ResnetDownsampleBlock2D",) + ("SimpleCrossAttnDownBlock2D",) * (levels - 1),
         up_block_types=("SimpleCrossAttnUpBlock2D",) * (levels - 1) + ("ResnetUpsampleBlock2D",),

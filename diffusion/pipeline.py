@@ -41,6 +41,8 @@ class UnCLIPGenerator:
         self.image_size, self.name = image_size, name
         self.defaults = (defaults or GenerationSettings()).checked()
         self._decoder_scheduler_config = dict(decoder.scheduler.config)
+        self._zero: torch.Tensor | None = None
+        prior.zero_condition = self.zero_condition
 
     def __repr__(self) -> str:
         return f"UnCLIPGenerator({self.name!r}, encoder={self.encoder.name!r}, device={self.encoder.device})"
@@ -94,7 +96,7 @@ class UnCLIPGenerator:
         _check_callback(callback)
         s = self._settings("variations", dict(seed=seed, num_images=num_images, **settings), unused=("strength",))
         self._check_batch(s.num_images * s.best_of)
-        embeds = self.encoder.encode_image(load_image(image), normalize=False)  # (1, D)
+        embeds = self.image_condition(load_image(image))  # (1, E)
         return _to_pil(self._decode_one(embeds, s, _generator(s.seed), callback, progress))
 
     def interpolate(
@@ -125,9 +127,9 @@ class UnCLIPGenerator:
                 embeds, _ = self._prior(check_texts(item, "prompt"), None, one, generator, progress)
                 parts.append(embeds.float())
             else:
-                parts.append(self.encoder.encode_image(item, normalize=False))
+                parts.append(self.image_condition(item))
         w = torch.tensor([float(x) for x in weights]) / sum(weights)
-        blend = sum(wi * p for wi, p in zip(w.tolist(), parts))  # (1, D)
+        blend = sum(wi * p for wi, p in zip(w.tolist(), parts))  # (1, E)
         return _to_pil(self._decode_one(blend, s, generator, callback, progress))
 
     def img2img(
@@ -169,14 +171,14 @@ class UnCLIPGenerator:
         progress: bool = False,
         **settings,
     ) -> list[Image.Image]:
-        """The decoder half alone, from (N, D) image embeddings (the zero image's as negative by default): one
-        image per row. Settings: the decoder's (steps, guidance, scheduler) and the seed."""
+        """The decoder half alone, from (N, E) image conditions (`image_condition`; the zero image's as negative
+        by default): one image per row. Settings: the decoder's (steps, guidance, scheduler) and the seed."""
         prior_only = ("prior_steps", "prior_guidance", "prior_candidates", "num_images", "best_of", "strength")
         s = self._settings("decode_embeddings", dict(seed=seed, **settings), unused=prior_only)
         image_embeds = self._check_embeds(image_embeds, "image_embeds")
         self._check_batch(len(image_embeds))
         if negative_image_embeds is None:
-            negative_image_embeds = self.encoder.zero_image_embed().expand(len(image_embeds), -1)
+            negative_image_embeds = self.zero_condition().expand(len(image_embeds), -1)
         negative_image_embeds = self._check_embeds(negative_image_embeds, "negative_image_embeds")
         if negative_image_embeds.shape != image_embeds.shape:
             raise InvalidSettingError(
@@ -184,6 +186,23 @@ class UnCLIPGenerator:
                 f"image_embeds has {tuple(image_embeds.shape)}"
             )
         return _to_pil(self._decode(image_embeds, negative_image_embeds, s, _generator(s.seed), None, None, progress))
+
+    def image_condition(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
+        """(N, E) what the decoder draws from, for real images: the unnormalised image embedding (E = D), followed
+        for the spatial layout by the patch-token grid's projection (E = D + cells x G)."""
+        pooled = self.encoder.encode_image(images, normalize=False).float()  # (N, D)
+        grid = self.decoder.grid
+        if grid is None:
+            return pooled
+        return torch.cat([pooled, grid.project(self.encoder.patch_tokens(images))], dim=1)  # (N, D + cells*G)
+
+    def zero_condition(self) -> torch.Tensor:
+        """(1, E) the all-zero image's condition: unCLIP's "no image", the decoder's unconditional half."""
+        if self._zero is None:
+            pooled, grid = self.encoder.zero_image_embed(), self.decoder.grid
+            tokens = None if grid is None else grid.project(self.encoder.zero_image_tokens())
+            self._zero = pooled if tokens is None else torch.cat([pooled, tokens.to(pooled.device)], dim=1)
+        return self._zero
 
     # ------------------------------------------------------------------ internals
     def _prior(
@@ -214,13 +233,14 @@ class UnCLIPGenerator:
         callback: StepCallback | None,
         progress: bool,
     ) -> torch.Tensor:
-        """num_images draws (pixels, as _decode) from one (1, D) image embedding against the zero image's;
-        best-of-N reranks by closeness to that embedding."""
+        """num_images draws (pixels, as _decode) from one (1, E) image condition against the zero image's;
+        best-of-N reranks by closeness to its image embedding (the first D values)."""
         reps = s.num_images * s.best_of
-        zero = self.encoder.zero_image_embed()
+        zero = self.zero_condition()
 
         def target() -> torch.Tensor:
-            return F.normalize(embed.float(), dim=-1).repeat(s.num_images, 1)
+            pooled = embed[:, : self.encoder.embed_dim]
+            return F.normalize(pooled.float(), dim=-1).repeat(s.num_images, 1)
 
         return self._decode(embed.repeat(reps, 1), zero.repeat(reps, 1), s, generator, target, callback, progress)
 
@@ -270,8 +290,8 @@ class UnCLIPGenerator:
         return self.defaults.updated(**changes)
 
     def _check_embeds(self, embeds: object, what: str) -> torch.Tensor:
-        """A finite (N, D) float tensor of the encoder's embedding size, N >= 1."""
-        dim = self.encoder.embed_dim
+        """A finite (N, E) float tensor of the decoder's condition size, N >= 1."""
+        dim = self.decoder.condition_dim
         if not isinstance(embeds, torch.Tensor) or embeds.ndim != 2 or embeds.shape[0] < 1 or embeds.shape[1] != dim:
             got = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
             raise InvalidSettingError(f"{what} must be an (N, {dim}) tensor, got {got}")

@@ -7,6 +7,7 @@ closest to the text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,6 +30,9 @@ class PriorStage:
         rather than the raw projected ones (Kandinsky 2.2)."""
         self.prior, self.scheduler, self.encoder = prior.eval(), scheduler, encoder
         self.normalize_text = normalize_text
+        # the unconditional image's condition (1, E): the zero image's embedding; the generator replaces it with
+        # its decoder's (which adds the grid in the spatial layout)
+        self.zero_condition: Callable[[], torch.Tensor] = encoder.zero_image_embed
 
     @classmethod
     def from_pretrained(
@@ -69,18 +73,22 @@ class PriorStage:
         num_images: int = 1,
         candidates: int = 1,
         progress: bool = True,
+        zero: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image embeddings, negative image embeddings), each (len(prompts) * num_images, D).
+        """(image conditions, negative image conditions), each (len(prompts) * num_images, embedding_dim): the
+        image embedding, followed by the grid for a spatial-layout prior.
 
-        Without negative prompts the negative embedding is the zero image's, as Kandinsky does; with them, the
-        negatives go through the prior too (guided away from themselves), also as Kandinsky does.
+        Without negative prompts the negative is the zero image's condition (`zero`, (1, embedding_dim); default
+        the encoder's zero-image embedding), as Kandinsky does; with them, the negatives go through the prior too
+        (guided away from themselves), also as Kandinsky does.
         """
         n = len(prompts)
         texts = prompts + (negative_prompts or [])
         uncond = (negative_prompts * 2) if negative_prompts else [""] * n
         per_text = num_images * candidates
         embeds, states, mask = self.conditions(texts)
-        zero = None if negative_prompts else self.encoder.zero_image_embed()  # (1, D), while the encoder is here
+        if zero is None and not negative_prompts:
+            zero = self.zero_condition()  # (1, E), while the encoder is here
         guided = guidance > 1
         if guided:
             unconditional = self.conditions(uncond)  # first half of the batch, as Kandinsky orders it
@@ -114,7 +122,9 @@ class PriorStage:
 
 
 def _closest(image_embeds: torch.Tensor, text_embeds: torch.Tensor, candidates: int) -> torch.Tensor:
-    """(B*k, D) draws -> (B, D): per group of k, the draw with the highest cosine to its text embedding."""
-    scores = F.cosine_similarity(image_embeds.float(), text_embeds.float(), dim=-1).view(-1, candidates)
+    """(B*k, E) draws -> (B, E): per group of k, the draw whose image embedding (the first D of E values) has
+    the highest cosine to its (B*k, D) text embedding."""
+    pooled = image_embeds[:, : text_embeds.shape[1]]
+    scores = F.cosine_similarity(pooled.float(), text_embeds.float(), dim=-1).view(-1, candidates)
     best = scores.argmax(dim=1) + torch.arange(scores.shape[0], device=scores.device) * candidates
     return image_embeds[best]

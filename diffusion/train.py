@@ -9,7 +9,8 @@ and metrics written while training.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -35,6 +36,8 @@ from triptych.core.training import (
 from .data import Batch, CaptionedImages, WorldImages
 from .decoder import DecoderStage, to_pixels
 from .ema import EMA
+from .grid import FOLDER as GRID_FOLDER
+from .grid import GridProjection
 from .loading import CONFIG
 from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
 from .prior import PriorStage
@@ -52,6 +55,22 @@ class Run:
         self.device = self.accelerator.device
         self.encoder = clip.load(recipe["encoder"], device=self.device, dtype="fp32")
         self.side = recipe["image_size"]
+        self.grid: GridProjection | None = None  # the spatial layout's projection, once fitted (fit_grid)
+
+    def conditions(self, images: list) -> torch.Tensor:
+        """(B, E) the decoder's condition for training images: the unnormalised image embedding, plus the
+        projected patch-token grid in the spatial layout."""
+        pooled = self.encoder.encode_image(images, normalize=False).clone()  # (B, D)
+        if self.grid is None:
+            return pooled
+        return torch.cat([pooled, self.grid.project(self.encoder.patch_tokens(images)).to(pooled.device)], dim=1)
+
+    def zero_condition(self) -> torch.Tensor:
+        """(1, E) the all-zero image's condition (the decoder's unconditional half)."""
+        pooled = self.encoder.zero_image_embed()
+        if self.grid is None:
+            return pooled
+        return torch.cat([pooled, self.grid.project(self.encoder.zero_image_tokens()).to(pooled.device)], dim=1)
 
     def batches(self, part: str) -> Callable[[int], Batch]:
         """Batch k of a part's training data: your captioned images, or world scenes."""
@@ -177,10 +196,10 @@ def train_prior(run: Run, stop_after: int | None = None):
     embedding and token states; the prompt is dropped to "" with probability cond_drop (guidance)."""
     cfg, enc = run.recipe["prior"], run.encoder
     set_seed(run.recipe["seed"] + 1)
-    prior = build_prior(cfg["model"], enc).to(run.device)
+    prior = build_prior(cfg["model"], enc, run.grid.dim if run.grid else 0).to(run.device)
     scheduler = UnCLIPScheduler(**cfg["scheduler"])
     images = WorldImages(run.recipe["seed"] + 3, cfg.get("stats_samples", 4096), "prior-stats", side=run.side)(0)[0]
-    embeds = enc.encode_image(images, normalize=False)  # (N, D)
+    embeds = torch.cat([run.conditions(images[i : i + 512]) for i in range(0, len(images), 512)])  # (N, E)
     prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
     prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
     prior.clip_mean.requires_grad_(False)
@@ -195,7 +214,7 @@ def train_prior(run: Run, stop_after: int | None = None):
         # inference tensors: cloned before autograd sees them
         text = enc.text_states(prompts, allow_empty=True, normalize=normalize_text)
         embeds, states = text.embeds.clone(), text.states.clone()
-        target = (enc.encode_image(images, normalize=False).clone() - prior.clip_mean) / prior.clip_std  # (B, D)
+        target = (run.conditions(images) - prior.clip_mean) / prior.clip_std  # (B, E)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=gen).to(run.device)
         noisy = scheduler.add_noise(target, torch.randn(target.shape, generator=gen).to(run.device), t)
         pred = model(
@@ -205,11 +224,12 @@ def train_prior(run: Run, stop_after: int | None = None):
 
     def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
         stage = PriorStage(model, UnCLIPScheduler(**cfg["scheduler"]), enc, normalize_text)
+        gen = torch.Generator().manual_seed(0)
         drawn, _ = stage(
-            fixed_prompts, steps=cfg.get("sample_steps", 25), generator=torch.Generator().manual_seed(0), progress=False
+            fixed_prompts, steps=cfg.get("sample_steps", 25), generator=gen, progress=False, zero=run.zero_condition()
         )
         true = enc.encode_image(fixed_images)
-        cos = F.cosine_similarity(F.normalize(drawn.float(), dim=-1), true).mean().item()
+        cos = F.cosine_similarity(F.normalize(drawn[:, : enc.embed_dim].float(), dim=-1), true).mean().item()
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, "cosine_to_true_image": round(cos, 4)}) + "\n")
@@ -227,21 +247,28 @@ def train_decoder(run: Run, vae: VQModel, stop_after: int | None = None):
     vae = vae.to(run.device).eval().requires_grad_(False)
     latent_side = run.side // 2 ** (len(vae.config.block_out_channels) - 1)
     set_seed(run.recipe["seed"] + 2)
-    unet = build_unet(cfg["model"], enc.embed_dim, vae.config.latent_channels, latent_side).to(run.device)
+    grid_channels = run.grid.channels if run.grid else 0
+    unet = build_unet(cfg["model"], enc.embed_dim, vae.config.latent_channels, latent_side, grid_channels)
+    unet = unet.to(run.device)
     scheduler = DDPMScheduler(**cfg["scheduler"])
-    zero = enc.zero_image_embed()  # (1, D)
+    zero = run.zero_condition()  # (1, E)
     fixed = WorldImages(run.recipe["seed"] + 6, 8, "decoder-samples", side=run.side)(0)[0]
+    layout = DecoderStage(unet, vae, scheduler, grid=run.grid)  # splits conditions as inference will
 
     def loss_of(model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> torch.Tensor:
         images = batch[0]
         with torch.no_grad():
             latents = vae.encode(to_pixels(images, run.device)).latents  # (B, C, h, w)
-            cond = enc.encode_image(images, normalize=False).clone()  # (B, D)
+            cond = run.conditions(images)  # (B, E)
         drop = (torch.rand(len(images), generator=gen) < cfg["cond_drop"]).to(run.device)
         cond = torch.where(drop[:, None], zero.expand_as(cond), cond)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=gen).to(run.device)
         noise = torch.randn(latents.shape, generator=gen).to(run.device)
-        out = model(scheduler.add_noise(latents, noise, t), t, None, added_cond_kwargs={"image_embeds": cond}).sample
+        sample = scheduler.add_noise(latents, noise, t)  # (B, C, h, w)
+        embeds, grid_map = layout.split(cond, latents.shape[-2:])
+        if grid_map is not None:
+            sample = torch.cat([sample, grid_map], dim=1)  # (B, C + G, h, w)
+        out = model(sample, t, None, added_cond_kwargs={"image_embeds": embeds}).sample
         per_sample = (out[:, : latents.shape[1]] - noise).square().mean(dim=(1, 2, 3))  # (B,)
         gamma = cfg.get("snr_gamma")
         if gamma:  # min-SNR-gamma weighting (Hang et al. 2023): easy low-noise steps stop dominating
@@ -250,8 +277,8 @@ def train_decoder(run: Run, vae: VQModel, stop_after: int | None = None):
         return per_sample.mean()
 
     def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
-        stage = DecoderStage(model, vae, make_scheduler("ddim", scheduler.config))
-        embeds = enc.encode_image(fixed, normalize=False)
+        stage = DecoderStage(model, vae, make_scheduler("ddim", scheduler.config), grid=run.grid)
+        embeds = run.conditions(fixed)
         seed = torch.Generator().manual_seed(0)
         steps = cfg.get("sample_steps", 25)
         latents = stage(
@@ -281,10 +308,12 @@ def train(
     workers: int = 1,
     stop_after: int | None = None,
     data: str | None = None,
+    parts: Sequence[str] = PARTS,
 ) -> dict | None:
     """Train the VAE, the prior and the decoder in turn (each resumes from its own checkpoint, and a finished part
     is not retrained), then write the generator folder to `out`. Returns the training record, or None when
-    `stop_after` stopped a part early."""
+    `stop_after` stopped a part early or a part outside `parts` is not finished yet (`parts` lets the decoder,
+    which needs only the image tower, train while the text tower is still changing)."""
     set_seed(recipe["seed"])
     run = Run(recipe, workdir, data, workers, resume)
     finished = workdir / "finished"
@@ -298,6 +327,7 @@ def train(
             return None
         vae, record["vae"] = done
         finish_part(run.accelerator, finished, "vae", record["vae"], {"movq": vae})
+    run.grid = fit_grid(run, finished)
     for part, fn, folder, sched_folder in (
         ("prior", lambda: train_prior(run, stop_after), "prior", "prior_scheduler"),
         ("decoder", lambda: train_decoder(run, vae, stop_after), "unet", "scheduler"),
@@ -305,16 +335,40 @@ def train(
         if resume and (finished / f"{part}.json").is_file():
             record[part] = json.loads((finished / f"{part}.json").read_text())
             continue
+        if part not in parts:
+            continue
         done = fn()
         if done is None:
             return None
         model, record[part], scheduler = done
         finish_part(run.accelerator, finished, part, record[part], {folder: model, sched_folder: scheduler})
+    if set(record) != set(PARTS):
+        return None  # a part left for another call
     total = {"step": sum(record[p]["step"] for p in PARTS), "elapsed_s": sum(record[p]["elapsed_s"] for p in PARTS)}
     info = training_record(recipe, total, run.device, data=data or "shapes world", parts=record)
     if run.accelerator.is_main_process:
         export(finished, out, recipe, info)
     return info
+
+
+def fit_grid(run: Run, finished: Path) -> GridProjection | None:
+    """The spatial layout's projection (recipe `decoder.grid_channels`): fitted once on the patch tokens of
+    `grid_samples` world images and kept in `finished/grid`, so the prior and the decoder read the same one."""
+    channels = run.recipe["decoder"].get("grid_channels", 0)
+    if not channels:
+        return None
+    folder = finished / GRID_FOLDER
+    if (folder / "grid_projection.safetensors").is_file():
+        return GridProjection.from_pretrained(folder)
+    count = run.recipe["decoder"].get("grid_samples", 2048)
+    images = WorldImages(run.recipe["seed"] + 7, count, "grid-stats", side=run.side)(0)[0]
+    tokens = torch.cat([run.encoder.patch_tokens(images[i : i + 512]) for i in range(0, count, 512)])  # (N, cells, W)
+    grid = GridProjection.fit(tokens, channels)
+    if run.accelerator.is_main_process:
+        with replace_folder(folder) as tmp:
+            grid.save(tmp)
+    run.accelerator.wait_for_everyone()
+    return grid
 
 
 def finish_part(
@@ -348,6 +402,8 @@ def export(finished: Path, out: Path, recipe: dict, info: dict) -> None:
         for folder, cls in (("movq", VQModel), ("prior", PriorTransformer), ("unet", UNet2DConditionModel)):
             model = cls.from_pretrained(finished / folder, use_safetensors=True, torch_dtype=torch.float16)
             model.save_pretrained(tmp / folder, safe_serialization=True)
+        if (finished / GRID_FOLDER).is_dir():
+            shutil.copytree(finished / GRID_FOLDER, tmp / GRID_FOLDER)
         for folder in ("scheduler", "prior_scheduler"):
             (tmp / folder).mkdir()
             scheduler = json.loads((finished / folder / "scheduler_config.json").read_text())
@@ -365,8 +421,11 @@ def main(argv: list[str] | None = None) -> None:
         "runs/diffusion",
     )
     parser.add_argument("--data", help="a folder of images with same-named .txt captions")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=PARTS, help="train only these parts now (resume the rest later)"
+    )
     args = parser.parse_args(argv)
-    info = train(read_recipe(args), **run_options(args), data=args.data)
+    info = train(read_recipe(args), **run_options(args), data=args.data, parts=args.parts)
     if info:
         print(f"trained in {info['train_seconds']} s; wrote {args.out}")
 

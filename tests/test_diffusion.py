@@ -227,8 +227,9 @@ def test_prior_candidates_keep_the_draw_closest_to_the_text(gen):
     drawn, _ = gen.prior(prompts, generator=torch.Generator().manual_seed(0), steps=3, num_images=4, progress=False)
     kept, _ = gen.prior(prompts, generator=torch.Generator().manual_seed(0), steps=3, candidates=4, progress=False)
     text = gen.encoder.text_states(prompts).embeds.float()
-    cos = torch.nn.functional.cosine_similarity(drawn.view(2, 4, -1).float(), text[:, None], dim=-1)  # (2, 4)
-    cos_kept = torch.nn.functional.cosine_similarity(kept.float(), text, dim=-1)
+    d = text.shape[1]  # the conditions hold the image embedding first, then the grid
+    cos = torch.nn.functional.cosine_similarity(drawn[:, :d].view(2, 4, -1).float(), text[:, None], dim=-1)  # (2, 4)
+    cos_kept = torch.nn.functional.cosine_similarity(kept[:, :d].float(), text, dim=-1)
     assert torch.allclose(cos_kept, cos.max(dim=1).values, atol=1e-5)
 
 

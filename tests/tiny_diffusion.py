@@ -21,4 +21,5 @@ def tiny_recipe(encoder: str, steps: int = 2) -> dict:
     for part in ("vae", "prior", "decoder"):
         recipe[part].update(steps=steps, batch_size=4, save_every=1, sample_every=steps, sample_steps=2, warmup_steps=1)
     recipe["prior"]["stats_samples"] = 16
+    recipe["decoder"]["grid_samples"] = 16
     return recipe
