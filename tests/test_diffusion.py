@@ -330,6 +330,27 @@ def test_generator_evaluation_and_benchmark_rows(gen):
         "DDIM 2 steps: KandinskyV22Pipeline s/image" in rows
         and "x the time" in rows["DDIM 2 steps: triptych decoder s/image"]
     )
+    # the tiny generator has the spatial layout: pipeline vs loop on a pooled twin, the real grid decoder apart
+    assert gen.decoder.grid is not None and "pooled twin" in rows["decoder layout"]
+    assert "x the pooled twin's time" in rows["DDIM 2 steps: triptych grid decoder (+16 input channels) s/image"]
+
+
+def test_benchmark_twin_is_the_grid_unet_without_the_grid_channels():
+    from triptych.apps.benchmarks.generator import pooled_twin
+    from triptych.diffusion.grid import GridProjection
+
+    recipe = tiny_recipe("unused")
+    torch.manual_seed(0)
+    vae = build_vae(recipe["vae"]["model"]).eval()
+    unet = build_unet(recipe["decoder"]["model"], embed_dim=32, latent_channels=4, sample_size=16, grid_channels=16)
+    grid = GridProjection.fit(torch.randn(40, 9, 32), 16)
+    stage = DecoderStage(unet, vae, make_scheduler("ddim", recipe["decoder"]["scheduler"]), grid=grid)
+    twin = pooled_twin(stage)
+    assert twin.grid is None and twin.movq is vae and twin.condition_dim == 32
+    changed = {k for k in unet.config if unet.config[k] != twin.unet.config[k]}
+    assert changed == {"in_channels"} and twin.unet.config.in_channels == 4
+    assert twin.unet.dtype == unet.dtype and not twin.unet.training
+    assert twin(torch.randn(2, 32), torch.randn(2, 32), steps=2, progress=False).shape == (2, 4, 16, 16)
 
 
 def test_best_of_keeps_the_draw_the_encoder_finds_closest_to_the_prompt(gen):

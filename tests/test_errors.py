@@ -121,6 +121,11 @@ def test_a_str_stop_string_is_one_stop_string(captioner, image):
 
 
 # ---------------------------------------------------------------------- generator
+def conditions(gen, n: int) -> torch.Tensor:
+    """(n, E) ones of the width the generator's decoder takes (wider than the embedding in the spatial layout)."""
+    return torch.ones(n, gen.decoder.condition_dim)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
@@ -143,9 +148,9 @@ def test_a_str_stop_string_is_one_stop_string(captioner, image):
         (lambda g, im: g.img2img(im, "a star", negative_prompt=["a", "b"], **FAST), InvalidTextError, "negative"),
         (lambda g, im: g.decode_embeddings([[1.0]], steps=2), InvalidSettingError, "tensor"),
         (lambda g, im: g.decode_embeddings(torch.ones(1, 3), steps=2), InvalidSettingError, r"\(1, 3\)"),
-        (lambda g, im: g.decode_embeddings(torch.full((1, 128), math.nan), steps=2), InvalidSettingError, "finite"),
-        (lambda g, im: g.decode_embeddings(torch.ones(1, 128), torch.ones(2, 128)), InvalidSettingError, "shape"),
-        (lambda g, im: g.decode_embeddings(torch.ones(1, 128), num_images=2), InvalidSettingError, "num_images"),
+        (lambda g, im: g.decode_embeddings(conditions(g, 1) * math.nan, steps=2), InvalidSettingError, "finite"),
+        (lambda g, im: g.decode_embeddings(conditions(g, 1), conditions(g, 2)), InvalidSettingError, "shape"),
+        (lambda g, im: g.decode_embeddings(conditions(g, 1), num_images=2), InvalidSettingError, "num_images"),
     ],
 )
 def test_generator_refuses_bad_input(gen, image, call, error, message):
