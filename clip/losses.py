@@ -14,7 +14,11 @@ from open_clip.loss import ClipLoss, SigLipLoss
 
 
 class MultiPositiveClipLoss(ClipLoss):
-    """ClipLoss whose target for each image (text) spreads evenly over every text (image) it matches."""
+    """ClipLoss whose target for each image (text) spreads evenly over every text (image) it matches.
+
+    A batch may hold more texts than images (NegCLIP's hard negatives: minimal edits that match no image, or only
+    some): every text competes in each image's softmax, and the text-to-image term counts the texts that match
+    at least one image (an edit true of nothing has no target there, as in NegCLIP)."""
 
     def __init__(self, rank: int = 0, world_size: int = 1) -> None:
         super().__init__(local_loss=True, gather_with_grad=True, rank=rank, world_size=world_size)
@@ -22,15 +26,17 @@ class MultiPositiveClipLoss(ClipLoss):
     def forward(
         self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor, match: torch.Tensor
     ) -> torch.Tensor:
-        """match: (B, B) bool, match[i, j] = image i satisfies text j (local batch, diagonal all True)."""
+        """match: (B, T) bool, match[i, j] = image i satisfies text j (local batch; text i describes image i for
+        i < B, so each image has a positive). T is the same on every process."""
         logits_per_image, logits_per_text = self.get_logits(image_features, text_features, logit_scale)
-        b = match.shape[0]
-        full = torch.zeros(b, logits_per_image.shape[1], device=match.device)  # (B, B * world)
-        full[:, self.rank * b : (self.rank + 1) * b] = match.float()
-        full_t = torch.zeros_like(full)
+        b, t = match.shape
+        full = torch.zeros(b, logits_per_image.shape[1], device=match.device)  # (B, T * world)
+        full[:, self.rank * t : (self.rank + 1) * t] = match.float()
+        full_t = torch.zeros(t, logits_per_text.shape[1], device=match.device)  # (T, B * world)
         full_t[:, self.rank * b : (self.rank + 1) * b] = match.T.float()
         loss_i = F.cross_entropy(logits_per_image, full / full.sum(1, keepdim=True))
-        loss_t = F.cross_entropy(logits_per_text, full_t / full_t.sum(1, keepdim=True))
+        matched = full_t.sum(1) > 0  # (T,)
+        loss_t = F.cross_entropy(logits_per_text[matched], full_t[matched] / full_t[matched].sum(1, keepdim=True))
         return (loss_i + loss_t) / 2
 
 

@@ -1,6 +1,12 @@
 """Contrastive training of an open_clip model on the shapes world (CLIP or SigLIP loss), through accelerate.
 
+Two stages: `train` (both towers, multi-positive targets), then, when the recipe has one, `binding`: NegCLIP's
+recipe, each scene's prompt joined by a minimal edit of it as a hard negative (world/edits.py), with the image
+tower frozen, so the text tower learns word order (which colour goes with which shape, left from right, which
+group has two) while image embeddings and patch tokens, and so the VLM and the decoder, stay as they were.
+
     python -m triptych.clip.train --recipe weights/recipes/shapes_clip.json --out weights/shapes/clip
+    python -m triptych.clip.train --init weights/shapes/clip --out new_clip   # the binding stage alone, from a folder
     accelerate launch -m triptych.clip.train --recipe ...        # many GPUs / nodes
 
 Seeded, resumable from --workdir (safetensors checkpoints every `save_every` steps), progress bar, and a final
@@ -36,9 +42,11 @@ from triptych.core.training import (
     run_options,
     training_parser,
 )
+from triptych.core.weights_files import load_safetensors
 from triptych.core.wordlevel import build_word_tokenizer, save_for_transformers
-from triptych.world import DEFAULT_SIDE, random_prompt_spec, render
+from triptych.world import DEFAULT_SIDE, random_prompt_spec, render, sample_scene
 from triptych.world.dataset import scene_stream
+from triptych.world.edits import EDIT_KINDS, probe, with_hard_negative
 from triptych.world.vocab import world_words
 
 from .encoder import split_preprocess
@@ -88,7 +96,12 @@ def export_local_dir(model: torch.nn.Module, recipe: dict, tokenizer_dir: Path, 
 
 class WorldBatches:
     """Contrastive batch k, drawn from a generator seeded by (seed, rank, k): (B, 3, S, S) uint8 images,
-    B prompts, and the (B, B) match matrix [image i satisfies text j]. Served by StepBatches."""
+    T prompts, and the (B, T) match matrix [image i satisfies text j]. Served by StepBatches.
+
+    Without hard negatives T = B, one prompt per image. With `hard_negatives` p, T = 2B: each image's prompt is
+    followed (with probability p) by a minimal edit of it that the image does not satisfy, else by a prompt of a
+    fresh scene; `probe_scenes` of the B scenes are drawn as the compositional probes draw them (two objects with
+    distinct colours and shapes, a pair in one row or column, a pair and a single)."""
 
     def __init__(
         self,
@@ -97,13 +110,29 @@ class WorldBatches:
         rank: int = 0,
         twins: float = 0.0,
         transform: Callable[[Image.Image], Image.Image] | None = None,
+        hard_negatives: float = 0.0,
+        probe_scenes: float = 0.0,
     ) -> None:
         self.seed, self.batch_size, self.rank, self.twins, self.transform = seed, batch_size, rank, twins, transform
+        self.hard_negatives, self.probe_scenes = hard_negatives, probe_scenes
 
     def __call__(self, step: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         rng = random.Random(f"clip/{self.seed}/{self.rank}/{step}")
-        scenes = list(itertools.islice(scene_stream(rng, twins=self.twins), self.batch_size))
-        prompts = [random_prompt_spec(scene, rng) for scene in scenes]
+        probes = round(self.probe_scenes * self.batch_size)
+        scenes = list(itertools.islice(scene_stream(rng, twins=self.twins), self.batch_size - probes))
+        scenes += [probe(rng.choice(EDIT_KINDS), rng).scene for _ in range(probes)]
+        if self.hard_negatives:
+            prompts, extra = [], []
+            for scene in scenes:
+                if rng.random() < self.hard_negatives:
+                    positive, negative = with_hard_negative(scene, random_prompt_spec, rng)
+                else:
+                    positive, negative = random_prompt_spec(scene, rng), None
+                prompts.append(positive)
+                extra.append(negative or random_prompt_spec(sample_scene(rng), rng))
+            prompts += extra
+        else:
+            prompts = [random_prompt_spec(scene, rng) for scene in scenes]
         images = [render(scene) for scene in scenes]
         if self.transform is not None:
             images = [self.transform(image) for image in images]
@@ -140,16 +169,21 @@ class ClipLoop(Loop):
         recipe: dict,
         tokenizer: Callable[[list[str]], torch.Tensor],
         ckpt: Path,
+        stage: str = "train",
     ) -> None:
-        cfg = recipe["train"]
+        cfg = recipe[stage]
+        for name in cfg.get("freeze", ()):  # e.g. "visual": the image tower keeps its weights
+            getattr(model, name).requires_grad_(False)
+        trained = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.98), eps=1e-6
+            trained, lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.98), eps=1e-6
         )
-        super().__init__(accelerator, model, optimizer, ckpt, cfg["steps"], cfg["save_every"], name="clip")
+        name = "clip" if stage == "train" else f"clip {stage}"
+        super().__init__(accelerator, model, optimizer, ckpt, cfg["steps"], cfg["save_every"], name=name)
         self.cfg, self.tokenizer, device = cfg, tokenizer, accelerator.device
         self.mean = torch.tensor(recipe["preprocess_cfg"]["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(recipe["preprocess_cfg"]["std"], device=device).view(1, 3, 1, 1)
-        loss_fn = MultiPositiveSigLipLoss if cfg["loss"] == "siglip" else MultiPositiveClipLoss
+        loss_fn = MultiPositiveSigLipLoss if recipe["train"]["loss"] == "siglip" else MultiPositiveClipLoss
         self.loss_fn = loss_fn(accelerator.process_index, accelerator.num_processes)
 
     def loss(self, batch: tuple[torch.Tensor, list[str], torch.Tensor], step: int) -> torch.Tensor:
@@ -173,10 +207,17 @@ class ClipLoop(Loop):
 
 
 def train(
-    recipe: dict, out: Path, workdir: Path, resume: bool = True, workers: int = 1, stop_after: int | None = None
+    recipe: dict,
+    out: Path,
+    workdir: Path,
+    resume: bool = True,
+    workers: int = 1,
+    stop_after: int | None = None,
+    init: str | Path | None = None,
 ) -> dict | None:
-    """Train (or resume) to the recipe's step count and export to `out`; returns the training record.
-    stop_after: checkpoint and return None once this many steps ran in this call (resume later)."""
+    """Train (or resume) both stages to the recipe's step counts and export to `out`; returns the training
+    record. stop_after: checkpoint and return None once this many steps ran in this call (resume later).
+    init: an exported encoder folder to start the binding stage from (the first stage is skipped)."""
     cfg = recipe["train"]
     accelerator = make_accelerator()
     set_seed(cfg["seed"])
@@ -188,19 +229,58 @@ def train(
     (tok_dir / "open_clip_config.json").write_text(json.dumps({"model_cfg": recipe["model_cfg"]}))
     tokenizer = open_clip.get_tokenizer(f"local-dir:{tok_dir}")
 
-    loop = ClipLoop(accelerator, build_model(recipe), recipe, tokenizer, workdir / "checkpoint")
-    if resume:
-        loop.resume()
-    loop.model.train()
-    # images are rendered at the world's side and resized exactly as inference will (open_clip's eval transform)
+    model = build_model(recipe)
     rank, world = accelerator.process_index, accelerator.num_processes
-    batches = WorldBatches(cfg["seed"], cfg["batch_size"], rank, cfg.get("twins", 0.0), eval_geometry(recipe))
-    state = loop.run(batches, workers, stop_after)
-    if state is None:
-        return None
-    info = training_record(recipe, state, accelerator.device, processes=world, open_clip=open_clip.__version__)
+    # images are rendered at the world's side and resized exactly as inference will (open_clip's eval transform)
+    geometry = eval_geometry(recipe)
+    states = {}
+    if init is None:
+        loop = ClipLoop(accelerator, model, recipe, tokenizer, workdir / "checkpoint")
+        if resume:
+            loop.resume()
+        loop.model.train()
+        batches = WorldBatches(cfg["seed"], cfg["batch_size"], rank, cfg.get("twins", 0.0), geometry)
+        states["train"] = loop.run(batches, workers, stop_after)
+        if states["train"] is None:
+            return None
+    else:
+        model.load_state_dict(load_safetensors(Path(init) / "open_clip_model.safetensors"))
+        states["train"] = {"init": str(init)}
+    if "binding" in recipe:
+        bind = recipe["binding"]
+        if bind.get("hard_negatives") and cfg["loss"] == "siglip" and world > 1:
+            raise ValueError("hard negatives with the SigLIP loss run on one process only")
+        loop = ClipLoop(accelerator, model, recipe, tokenizer, workdir / "binding" / "checkpoint", stage="binding")
+        if resume:
+            loop.resume()
+        model.train()
+        for name in bind.get("freeze", ()):
+            getattr(model, name).eval()
+        batches = WorldBatches(
+            bind["seed"],
+            bind["batch_size"],
+            rank,
+            bind.get("twins", 0.0),
+            geometry,
+            hard_negatives=bind.get("hard_negatives", 0.0),
+            probe_scenes=bind.get("probe_scenes", 0.0),
+        )
+        states["binding"] = loop.run(batches, workers, stop_after)
+        if states["binding"] is None:
+            return None
+    if "step" not in states.get("binding", states["train"]):
+        raise ValueError("--init trains the binding stage; this recipe has none")
+    last = states.get("binding") or states["train"]
+    state = {  # both stages together; each one's own in `stages`
+        "step": sum(s.get("step", 0) for s in states.values()),
+        "elapsed_s": sum(s.get("elapsed_s", 0.0) for s in states.values()),
+        "loss": last.get("loss"),
+    }
+    info = training_record(
+        recipe, state, accelerator.device, processes=world, open_clip=open_clip.__version__, stages=states
+    )
     if accelerator.is_main_process:
-        export_local_dir(loop.model, recipe, tok_dir, out, info)
+        export_local_dir(model, recipe, tok_dir, out, info)
         accelerator.print(f"wrote {out} after {info['train_seconds']:.0f} s")
     return info
 
@@ -213,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     parser.add_argument("--seed", type=int, help="override the recipe's seed")
     parser.add_argument("--loss", choices=("clip", "siglip"), help="override the recipe's loss")
+    parser.add_argument("--init", help="an exported encoder folder: run only the binding stage, starting from it")
     args = parser.parse_args(argv)
     recipe = read_recipe(args)
     for key in ("steps", "batch_size", "seed", "loss"):
@@ -220,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
             recipe["train"][key] = getattr(args, key)
     if recipe["train"]["steps"] <= 0 or recipe["train"]["batch_size"] <= 0:
         parser.error("--steps and --batch-size must be positive")
-    train(recipe, **run_options(args))
+    train(recipe, **run_options(args), init=args.init)
 
 
 if __name__ == "__main__":

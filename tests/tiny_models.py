@@ -11,8 +11,13 @@ from triptych.clip.train import build_model, export_local_dir, write_tokenizer
 RECIPE = json.loads((Path(__file__).resolve().parents[1] / "weights/recipes/shapes_clip.json").read_text())
 
 
-def tiny_recipe(loss: str = "clip", steps: int = 4, batch_size: int = 8) -> dict:
+def tiny_recipe(loss: str = "clip", steps: int = 4, batch_size: int = 8, binding_steps: int = 0) -> dict:
+    """The bundled recipe at test size; the binding stage only when `binding_steps` is given."""
     recipe = copy.deepcopy(RECIPE)
+    binding = recipe.pop("binding")
+    if binding_steps:
+        recipe["binding"] = {**binding, "steps": binding_steps, "batch_size": batch_size, "warmup_steps": 1}
+        recipe["binding"]["save_every"] = 2
     recipe["model_cfg"]["embed_dim"] = 32
     recipe["model_cfg"]["vision_cfg"].update(width=64, layers=1, head_width=32)
     recipe["model_cfg"]["text_cfg"].update(width=32, layers=1, heads=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 from .spec import (
@@ -16,6 +17,7 @@ from .spec import (
     POSITIONS,
     SIZES,
     TRAIN_PAIRS,
+    UNKNOWN,
     max_jitter,
 )
 
@@ -70,6 +72,11 @@ class Scene:
         if self.background not in BACKGROUNDS:
             raise ValueError(f"unknown background {self.background!r}")
         object.__setattr__(self, "objects", tuple(sorted(self.objects, key=lambda o: o.cell)))
+
+    @cached_property
+    def readable(self) -> bool:
+        """False when the image parser could not read an object (its shape or colour is `unknown`)."""
+        return not any(UNKNOWN in (o.shape, o.color) for o in self.objects)
 
     @property
     def has_held_out(self) -> bool:

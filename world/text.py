@@ -18,7 +18,6 @@ from .spec import (
     SHAPES,
     SIZES,
     TRAIN_PAIRS,
-    UNKNOWN,
     plural,
 )
 
@@ -71,6 +70,21 @@ def count_phrase(scene: Scene, rng: random.Random) -> tuple[str, PromptSpec]:
     return " ".join(words), PromptSpec("count", (ObjectSpec(**said),), count=n)
 
 
+def groups_phrase(scene: Scene, color: bool) -> tuple[str, PromptSpec]:
+    """`two red circles and a blue star` (or `two circles and a star` without colour): the objects counted by
+    kind, kinds in reading order of their first object; the meaning is exactly those objects."""
+    groups: dict[tuple[str | None, str], int] = {}
+    for o in scene.objects:
+        key = (o.color if color else None, o.shape)
+        groups[key] = groups.get(key, 0) + 1
+    parts = []
+    for (c, shape), n in groups.items():
+        words = ([c] if c else []) + [shape if n == 1 else plural(shape)]
+        parts.append(("a " if n == 1 else f"{NUMBER_WORDS[n - 1]} ") + " ".join(words))
+    specs = tuple(ObjectSpec(shape=o.shape, color=o.color if color else None) for o in scene.objects)
+    return join_phrases(parts), PromptSpec("objects", specs)
+
+
 @dataclass(frozen=True)
 class ObjectSpec:
     """What a prompt says of one object; None = not said."""
@@ -113,7 +127,7 @@ class PromptSpec:
         (shape or colour `unknown`) satisfies nothing."""
         if self.background is not None and self.background != scene.background:
             return False
-        if any(UNKNOWN in (o.shape, o.color) for o in scene.objects):
+        if not scene.readable:
             return False
         objs = scene.objects
         if self.kind == "caption":
@@ -143,13 +157,33 @@ def spec_of(obj: SceneObject, size: bool, color: bool, position: bool) -> Object
     )
 
 
+PROMPT_FORMS: dict[str, float] = {
+    "caption": 0.35,
+    "object": 0.2,
+    "objects": 0.15,
+    "relation": 0.15,
+    "count": 0.1,
+    "groups": 0.05,
+}
+
+
 def random_prompt_spec(scene: Scene, seed_or_rng: int | random.Random | None = None) -> tuple[str, PromptSpec]:
-    """A prompt the scene satisfies, drawn from every form world.md lists, with its exact meaning."""
+    """A prompt the scene satisfies, drawn from every form world.md lists, with its exact meaning: the canonical
+    caption, one object, every object (any attributes left out), a relation, a count of alike objects, or counted
+    groups (`two red circles and a blue star`)."""
     rng = as_rng(seed_or_rng)
     objs = scene.objects
-    form = rng.choices(("caption", "object", "relation", "count"), weights=(0.45, 0.25, 0.15, 0.15))[0]
-    if form == "relation" and len(objs) < 2:
+    form = rng.choices(tuple(PROMPT_FORMS), weights=tuple(PROMPT_FORMS.values()))[0]
+    if form in ("relation", "groups") and len(objs) < 2:
         form = "object"
+    if form == "objects":
+        flags = [(rng.random() < 0.5, rng.random() < 0.7, rng.random() < 0.5) for _ in objs]
+        text = join_phrases([phrase(o, size=s, color=c, position=p) for o, (s, c, p) in zip(objs, flags)])
+        spec = PromptSpec("objects", tuple(spec_of(o, *f) for o, f in zip(objs, flags)))
+        return finish_prompt(text, spec, scene, rng, rng.random() < 0.3, canonical=False, lead_in=0.25)
+    if form == "groups":
+        text, spec = groups_phrase(scene, color=rng.random() < 0.7)
+        return finish_prompt(text, spec, scene, rng, rng.random() < 0.3, canonical=False, lead_in=0.25)
     if form == "caption":
         text, spec, background = caption_form(scene, rng)
     elif form == "object":

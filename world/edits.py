@@ -1,0 +1,150 @@
+"""Minimal edits (ARO / Winoground style): a true description against the same words in another order.
+
+Two uses, one source of truth:
+- `probe(kind, rng)`: a scene with its true caption and a minimal edit of it, for the compositional zero-shot
+  scores of world.md (colours swapped between two objects, a relation inverted, counts swapped between groups);
+- `with_hard_negative(scene, describe, rng)`: for training (NegCLIP's recipe), a prompt the scene does NOT satisfy that
+  is drawn with the very same random choices as its true prompt, from an edited copy of the scene (colours,
+  shapes, sizes or cells of two objects swapped, an object moved to another group): the two texts differ only
+  where the edit does, so the text tower must read which word goes with which.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from .scene import Scene, SceneObject, as_rng
+from .spec import GRID, HELD_OUT_PAIRS, NUMBER_WORDS, SIZES, TRAIN_PAIRS, max_jitter, plural
+from .text import PromptSpec, relation
+
+EDIT_KINDS: tuple[str, ...] = ("attribute_swap", "relation_inversion", "count_swap")
+INVERSE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
+
+Describe = Callable[[Scene, random.Random], tuple[str, PromptSpec]]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A scene, its true caption and the minimal edit the scene must score lower."""
+
+    kind: str
+    scene: Scene
+    true: str
+    edit: str
+
+
+def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: bool = False) -> Probe:
+    """One compositional probe of `kind` (EDIT_KINDS) on a fresh scene. Objects have distinct colours and shapes;
+    in-distribution, every (colour, shape) pair the true and edited texts name is a training pair; `held_out`: the
+    scene holds a held-out pair."""
+    if kind not in EDIT_KINDS:
+        raise ValueError(f"unknown edit kind {kind!r}; expected one of {EDIT_KINDS}")
+    rng = as_rng(seed_or_rng)
+    (c1, s1), (c2, s2) = _two_pairs(rng, held_out)
+    background = rng.choice(("white", "black"))
+    suffix = " on a black background" if background == "black" else ""
+    if kind == "count_swap":
+        cells = rng.sample(range(GRID * GRID), 3)
+        objs = [_object(rng, c1, s1, cells[0]), _object(rng, c1, s1, cells[1]), _object(rng, c2, s2, cells[2])]
+        pair, single = f"{NUMBER_WORDS[1]} {c1} {plural(s1)}", f"a {c2} {s2}"
+        swapped_single, swapped_pair = f"a {c1} {s1}", f"{NUMBER_WORDS[1]} {c2} {plural(s2)}"
+        if rng.random() < 0.5:
+            true, edit = f"{pair} and {single}", f"{swapped_single} and {swapped_pair}"
+        else:
+            true, edit = f"{single} and {pair}", f"{swapped_pair} and {swapped_single}"
+        return Probe(kind, Scene(tuple(objs), background), true + suffix, edit + suffix)
+    if kind == "attribute_swap":
+        cells = rng.sample(range(GRID * GRID), 2)
+        scene = Scene((_object(rng, c1, s1, cells[0]), _object(rng, c2, s2, cells[1])), background)
+        a, b = scene.objects
+        true = f"a {a.color} {a.shape} and a {b.color} {b.shape}"
+        edit = f"a {b.color} {a.shape} and a {a.color} {b.shape}"
+        return Probe(kind, scene, true + suffix, edit + suffix)
+    line = rng.randrange(GRID)  # relation_inversion: a pair in one row or one column
+    first, second = sorted(rng.sample(range(GRID), 2))
+    if rng.random() < 0.5:
+        cells = [line * GRID + first, line * GRID + second]  # one row
+    else:
+        cells = [first * GRID + line, second * GRID + line]  # one column
+    scene = Scene((_object(rng, c1, s1, cells[0]), _object(rng, c2, s2, cells[1])), background)
+    a, b = rng.sample(scene.objects, 2)
+    rel = relation(a, b)
+    true = f"a {a.color} {a.shape} {rel} a {b.color} {b.shape}"
+    edit = f"a {a.color} {a.shape} {INVERSE[rel]} a {b.color} {b.shape}"
+    return Probe(kind, scene, true + suffix, edit + suffix)
+
+
+def _two_pairs(rng: random.Random, held_out: bool) -> tuple[tuple[str, str], tuple[str, str]]:
+    """Two (colour, shape) pairs with distinct colours and shapes. In-distribution, the swapped pairs
+    (c2, s1) and (c1, s2) are training pairs too, so the edit names no held-out pair."""
+    train = set(TRAIN_PAIRS)
+    while True:
+        first = rng.choice(sorted(HELD_OUT_PAIRS)) if held_out else rng.choice(TRAIN_PAIRS)
+        second = rng.choice(TRAIN_PAIRS)
+        (c1, s1), (c2, s2) = first, second
+        if c1 == c2 or s1 == s2:
+            continue
+        if not held_out and not {(c2, s1), (c1, s2)} <= train:
+            continue
+        pairs = [first, second]
+        rng.shuffle(pairs)
+        return pairs[0], pairs[1]
+
+
+def _object(rng: random.Random, color: str, shape: str, cell: int) -> SceneObject:
+    j = max_jitter(64)
+    return SceneObject(rng.choice(SIZES), color, shape, cell, rng.randint(-j, j), rng.randint(-j, j))
+
+
+# ---------------------------------------------------------------- training: hard negatives
+def edited_scenes(scene: Scene, rng: random.Random) -> list[Scene]:
+    """Minimal edits of a scene, shuffled: colours, shapes or sizes of two objects swapped, two objects' cells
+    swapped (relations and positions invert), one object moved to another's group (counts change), or a lone
+    object's colour or shape changed. Each keeps the scene valid and names training pairs only; some may equal
+    the original (equal attributes)."""
+    objs = list(scene.objects)
+    edits: list[Scene] = []
+    for i in range(len(objs)):
+        for j in range(i + 1, len(objs)):
+            a, b = objs[i], objs[j]
+            for attr in ("color", "shape", "size"):
+                swapped = objs.copy()
+                swapped[i], swapped[j] = replace(a, **{attr: getattr(b, attr)}), replace(b, **{attr: getattr(a, attr)})
+                edits.append(replace(scene, objects=tuple(swapped)))
+            moved = objs.copy()
+            moved[i], moved[j] = replace(a, cell=b.cell), replace(b, cell=a.cell)
+            edits.append(replace(scene, objects=tuple(moved)))
+            regrouped = objs.copy()
+            regrouped[i] = replace(a, color=b.color, shape=b.shape)  # a joins b's group
+            edits.append(replace(scene, objects=tuple(regrouped)))
+    if len(objs) == 1:
+        (a,) = objs
+        colors = [c for c, s in TRAIN_PAIRS if s == a.shape and c != a.color]
+        shapes = [s for c, s in TRAIN_PAIRS if c == a.color and s != a.shape]
+        edits.append(replace(scene, objects=(replace(a, color=rng.choice(colors)),)))
+        edits.append(replace(scene, objects=(replace(a, shape=rng.choice(shapes)),)))
+    train = set(TRAIN_PAIRS)  # held-out pairs never appear in training text, negatives included
+    edits = [e for e in edits if all((o.color, o.shape) in train for o in e.objects)]
+    rng.shuffle(edits)
+    return edits
+
+
+def with_hard_negative(
+    scene: Scene, describe: Describe, rng: random.Random
+) -> tuple[tuple[str, PromptSpec], tuple[str, PromptSpec] | None]:
+    """(a prompt `describe` draws for `scene`, a prompt false of `scene` drawn with the very same random choices
+    from an edited copy of the scene, or None when no edit changes what the prompt says)."""
+    start = rng.getstate()
+    positive = describe(scene, rng)
+    edit_rng = random.Random(rng.random())
+    after = rng.getstate()
+    for edited in edited_scenes(scene, edit_rng):
+        rng.setstate(start)
+        text, spec = describe(edited, rng)
+        if text != positive[0] and not spec.satisfied_by(scene):
+            rng.setstate(after)
+            return positive, (text, spec)
+    rng.setstate(after)
+    return positive, None
