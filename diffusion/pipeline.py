@@ -111,8 +111,8 @@ class UnCLIPGenerator:
         **settings,
     ) -> list[Image.Image]:
         """Blend prompts and images: their image embeddings (prompts through the prior) mixed by `weights`
-        (non-negative, normalised to sum 1), then decoded. Every `str` item is a prompt; images are PIL images,
-        arrays, bytes or `pathlib.Path` files."""
+        (non-negative, normalised to sum 1), then decoded; an item of weight 0 gives what leaving it out gives.
+        Every `str` item is a prompt; images are PIL images, arrays, bytes or `pathlib.Path` files."""
         s = self._settings("interpolate", dict(seed=seed, num_images=num_images, **settings), unused=("strength",))
         self._check_batch(s.num_images * s.best_of)
         if not items or len(items) != len(weights):
@@ -120,16 +120,20 @@ class UnCLIPGenerator:
         if not all(is_real(w) and w >= 0 for w in weights) or sum(weights) <= 0:
             raise InvalidSettingError(f"weights must be finite, non-negative and not all zero; got {list(weights)}")
         generator = _generator(s.seed)
-        parts = []
-        for item in items:
+        parts: list[torch.Tensor | None] = []
+        for item, weight in zip(items, weights):
             if isinstance(item, str):  # always a prompt: a str never names a file (images come as Path or pixels)
+                prompt = check_texts(item, "prompt")
+                if weight == 0:  # removed: its prior draw would move the shared noise and so change the others
+                    parts.append(None)
+                    continue
                 one = s.updated(num_images=1, best_of=1)  # one embedding per prompt
-                embeds, _ = self._prior(check_texts(item, "prompt"), None, one, generator, progress)
+                embeds, _ = self._prior(prompt, None, one, generator, progress)
                 parts.append(embeds.float())
             else:
-                parts.append(self.image_condition(item))
+                parts.append(self.image_condition(item))  # draws no noise; still checks the image
         w = torch.tensor([float(x) for x in weights]) / sum(weights)
-        blend = sum(wi * p for wi, p in zip(w.tolist(), parts))  # (1, E)
+        blend = sum(wi * p for wi, p in zip(w.tolist(), parts) if p is not None)  # (1, E)
         return _to_pil(self._decode_one(blend, s, generator, callback, progress))
 
     def img2img(
