@@ -15,6 +15,7 @@ export in open_clip's local-dir format (fp16) with a sha256 manifest.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -112,9 +113,11 @@ class WorldBatches:
         transform: Callable[[Image.Image], Image.Image] | None = None,
         hard_negatives: float = 0.0,
         probe_scenes: float = 0.0,
+        forms: dict[str, float] | None = None,
     ) -> None:
         self.seed, self.batch_size, self.rank, self.twins, self.transform = seed, batch_size, rank, twins, transform
         self.hard_negatives, self.probe_scenes = hard_negatives, probe_scenes
+        self.describe = functools.partial(random_prompt_spec, forms=forms)  # (scene, rng) -> (text, spec)
 
     def __call__(self, step: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         rng = random.Random(f"clip/{self.seed}/{self.rank}/{step}")
@@ -125,14 +128,14 @@ class WorldBatches:
             prompts, extra = [], []
             for scene in scenes:
                 if rng.random() < self.hard_negatives:
-                    positive, negative = with_hard_negative(scene, random_prompt_spec, rng)
+                    positive, negative = with_hard_negative(scene, self.describe, rng)
                 else:
-                    positive, negative = random_prompt_spec(scene, rng), None
+                    positive, negative = self.describe(scene, rng), None
                 prompts.append(positive)
-                extra.append(negative or random_prompt_spec(sample_scene(rng), rng))
+                extra.append(negative or self.describe(sample_scene(rng), rng))
             prompts += extra
         else:
-            prompts = [random_prompt_spec(scene, rng) for scene in scenes]
+            prompts = [self.describe(scene, rng) for scene in scenes]
         images = [render(scene) for scene in scenes]
         if self.transform is not None:
             images = [self.transform(image) for image in images]
@@ -264,6 +267,7 @@ def train(
             geometry,
             hard_negatives=bind.get("hard_negatives", 0.0),
             probe_scenes=bind.get("probe_scenes", 0.0),
+            forms=bind.get("prompt_forms"),
         )
         states["binding"] = loop.run(batches, workers, stop_after)
         if states["binding"] is None:

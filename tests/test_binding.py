@@ -123,3 +123,29 @@ def test_binding_stage_trains_only_the_text_tower(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("transformer."))
     whole = train(recipe, tmp_path / "whole", tmp_path / "work_whole", workers=0)  # both stages in one call
     assert whole["steps"] == 4 and set(whole["stages"]) == {"train", "binding"}
+
+
+def test_relation_prompts_get_their_inversion_and_every_edit_kind_leads():
+    rng = random.Random(1)
+    inverted = relations = 0
+    for _ in range(400):
+        scene = probe("relation_inversion", rng).scene
+        (text, spec), negative = with_hard_negative(scene, random_prompt_spec, rng)
+        if spec.kind != "relation" or negative is None:
+            continue
+        relations += 1
+        words, neg_words = text.split(), negative[0].split()
+        inverted += len(words) == len(neg_words) and sum(a != b for a, b in zip(words, neg_words)) == 1
+    assert relations >= 40 and inverted >= 0.4 * relations  # the relation word alone changed, about half the time
+    leads = {"attribute": 0, "position": 0, "count": 0}
+    for seed in range(300):  # two objects with distinct colours and shapes: every kind of edit applies
+        scene = probe("attribute_swap", seed).scene
+        first = edited_scenes(scene, random.Random(seed))[0]
+        identities = sorted((o.size, o.color, o.shape) for o in scene.objects)
+        if sorted((o.size, o.color, o.shape) for o in first.objects) == identities:
+            leads["position"] += 1  # the same objects elsewhere
+        elif len({(o.color, o.shape) for o in first.objects}) < len(first.objects):
+            leads["count"] += 1  # two alike now
+        else:
+            leads["attribute"] += 1
+    assert all(n >= 60 for n in leads.values()), leads  # each kind leads about a third of the time

@@ -100,35 +100,55 @@ def _object(rng: random.Random, color: str, shape: str, cell: int) -> SceneObjec
 
 # ---------------------------------------------------------------- training: hard negatives
 def edited_scenes(scene: Scene, rng: random.Random) -> list[Scene]:
-    """Minimal edits of a scene, shuffled: colours, shapes or sizes of two objects swapped, two objects' cells
-    swapped (relations and positions invert), one object moved to another's group (counts change), or a lone
-    object's colour or shape changed. Each keeps the scene valid and names training pairs only; some may equal
-    the original (equal attributes)."""
+    """Minimal edits of a scene, grouped by kind and the kinds in random order (so each kind leads as often,
+    whatever the number of its instances): attributes (colours, shapes or sizes of two objects swapped; a lone
+    object's colour or shape changed), positions (two objects' cells swapped; the scene mirrored left-right or
+    top-bottom: relations invert), counts (one object moved to another's group). Each keeps the scene valid and
+    names training pairs only; some may equal the original (equal attributes, a symmetric layout)."""
     objs = list(scene.objects)
-    edits: list[Scene] = []
+    kinds: dict[str, list[Scene]] = {"attribute": [], "position": [], "count": []}
+
+    def edit(kind: str, objects: list[SceneObject]) -> None:
+        kinds[kind].append(replace(scene, objects=tuple(objects)))
+
     for i in range(len(objs)):
         for j in range(i + 1, len(objs)):
             a, b = objs[i], objs[j]
             for attr in ("color", "shape", "size"):
                 swapped = objs.copy()
                 swapped[i], swapped[j] = replace(a, **{attr: getattr(b, attr)}), replace(b, **{attr: getattr(a, attr)})
-                edits.append(replace(scene, objects=tuple(swapped)))
+                edit("attribute", swapped)
             moved = objs.copy()
             moved[i], moved[j] = replace(a, cell=b.cell), replace(b, cell=a.cell)
-            edits.append(replace(scene, objects=tuple(moved)))
+            edit("position", moved)
             regrouped = objs.copy()
             regrouped[i] = replace(a, color=b.color, shape=b.shape)  # a joins b's group
-            edits.append(replace(scene, objects=tuple(regrouped)))
+            edit("count", regrouped)
     if len(objs) == 1:
         (a,) = objs
         colors = [c for c, s in TRAIN_PAIRS if s == a.shape and c != a.color]
         shapes = [s for c, s in TRAIN_PAIRS if c == a.color and s != a.shape]
-        edits.append(replace(scene, objects=(replace(a, color=rng.choice(colors)),)))
-        edits.append(replace(scene, objects=(replace(a, shape=rng.choice(shapes)),)))
+        edit("attribute", [replace(a, color=rng.choice(colors))])
+        edit("attribute", [replace(a, shape=rng.choice(shapes))])
+    for flip in (_mirror_columns, _mirror_rows):
+        edit("position", [replace(o, cell=flip(o.cell)) for o in objs])
     train = set(TRAIN_PAIRS)  # held-out pairs never appear in training text, negatives included
-    edits = [e for e in edits if all((o.color, o.shape) in train for o in e.objects)]
-    rng.shuffle(edits)
+    order = list(kinds)
+    rng.shuffle(order)
+    edits = []
+    for kind in order:
+        group = [e for e in kinds[kind] if all((o.color, o.shape) in train for o in e.objects)]
+        rng.shuffle(group)
+        edits += group
     return edits
+
+
+def _mirror_columns(cell: int) -> int:
+    return cell // GRID * GRID + (GRID - 1 - cell % GRID)
+
+
+def _mirror_rows(cell: int) -> int:
+    return (GRID - 1 - cell // GRID) * GRID + cell % GRID
 
 
 def with_hard_negative(
@@ -140,6 +160,11 @@ def with_hard_negative(
     positive = describe(scene, rng)
     edit_rng = random.Random(rng.random())
     after = rng.getstate()
+    text, spec = positive
+    if spec.kind == "relation" and edit_rng.random() < 0.5:  # the relation word inverted: the most minimal edit
+        inverted = replace(spec, relation=INVERSE[spec.relation])
+        if not inverted.satisfied_by(scene):
+            return positive, (text.replace(f" {spec.relation} ", f" {INVERSE[spec.relation]} ", 1), inverted)
     for edited in edited_scenes(scene, edit_rng):
         rng.setstate(start)
         text, spec = describe(edited, rng)

@@ -167,13 +167,16 @@ PROMPT_FORMS: dict[str, float] = {
 }
 
 
-def random_prompt_spec(scene: Scene, seed_or_rng: int | random.Random | None = None) -> tuple[str, PromptSpec]:
+def random_prompt_spec(
+    scene: Scene, seed_or_rng: int | random.Random | None = None, forms: dict[str, float] | None = None
+) -> tuple[str, PromptSpec]:
     """A prompt the scene satisfies, drawn from every form world.md lists, with its exact meaning: the canonical
     caption, one object, every object (any attributes left out), a relation, a count of alike objects, or counted
-    groups (`two red circles and a blue star`)."""
+    groups (`two red circles and a blue star`). `forms`: other weights for PROMPT_FORMS' keys."""
     rng = as_rng(seed_or_rng)
     objs = scene.objects
-    form = rng.choices(tuple(PROMPT_FORMS), weights=tuple(PROMPT_FORMS.values()))[0]
+    weights = forms or PROMPT_FORMS
+    form = rng.choices(tuple(weights), weights=tuple(weights.values()))[0]
     if form in ("relation", "groups") and len(objs) < 2:
         form = "object"
     if form == "objects":
