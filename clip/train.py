@@ -254,8 +254,16 @@ def train(
         if bind.get("hard_negatives") and cfg["loss"] == "siglip" and world > 1:
             raise ValueError("hard negatives with the SigLIP loss run on one process only")
         loop = ClipLoop(accelerator, model, recipe, tokenizer, workdir / "binding" / "checkpoint", stage="binding")
+        start = str(init) if init is not None else f"stage 1 at step {states['train']['step']}"
         if resume:
             loop.resume()
+            if loop.state["step"] and loop.state.get("start") != start:
+                raise ValueError(
+                    f"{workdir / 'binding'} holds a binding run started from "
+                    f"{loop.state.get('start', 'another model')}, not from {start}: "
+                    "use another --workdir or --no-resume"
+                )
+        loop.state["start"] = start  # saved with every checkpoint
         model.train()
         for name in bind.get("freeze", ()):
             getattr(model, name).eval()

@@ -168,17 +168,18 @@ class Loop:
 # ---------------------------------------------------------------------- the exported folder
 @contextmanager
 def export_folder(out: Path) -> Iterator[Path]:
-    """A weights folder written whole: fill the yielded temp folder; entries of the existing `out` it lacks (a
-    model card, a sample grid) are kept, the sha256 manifest is written last, and the folder replaces `out` in one
-    switch, so a crash leaves the old export or the new one, each matching its manifest."""
+    """A weights folder written whole: fill the yielded temp folder; files of the existing `out` it lacks (a
+    model card, a sample grid) are kept, never its folders (an old model part the new export does not have), the
+    sha256 manifest is written last, and the folder replaces `out` in one switch, so a crash leaves the old export
+    or the new one, each matching its manifest."""
     with replace_folder(out) as tmp:
         yield tmp
         old = current_folder(out)
         for entry in sorted(old.iterdir()) if old else ():
             target = tmp / entry.name
-            if entry.name == MANIFEST or target.exists():
+            if entry.name == MANIFEST or target.exists() or entry.is_dir():
                 continue
-            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
+            shutil.copy2(entry, target)
         write_manifest(tmp)
 
 

@@ -41,6 +41,8 @@ class DecoderStage:
         self.unet, self.movq, self.scheduler, self.grid = unet.eval(), movq.eval(), scheduler, grid
         self.device = torch.device(device) if device is not None else unet.device
         grid_channels = grid.channels if grid is not None else 0
+        if not isinstance(unet.config.encoder_hid_dim, int):
+            raise ValueError("the UNet has no image projection (encoder_hid_dim): not an image-conditioned decoder")
         self.latent_channels = unet.config.in_channels - grid_channels
         if self.latent_channels != movq.config.latent_channels:
             raise ValueError(

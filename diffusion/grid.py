@@ -14,7 +14,9 @@ Stored as `grid/grid_projection.safetensors` in a generator folder (data only, n
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +25,12 @@ from safetensors.torch import save_file
 from triptych.core.errors import WeightsError
 from triptych.core.weights_files import load_safetensors
 
+if TYPE_CHECKING:
+    from triptych.clip import Encoder
+    from triptych.core.images import ImageInput
+
 FOLDER, FILE = "grid", "grid_projection.safetensors"
+MAX_CELLS, MAX_CHANNELS = 4096, 1024  # far above any encoder's patch grid; a file claiming more is refused
 
 
 class GridProjection:
@@ -32,13 +39,16 @@ class GridProjection:
     def __init__(self, mean: torch.Tensor, components: torch.Tensor, scale: torch.Tensor, cells: int) -> None:
         """mean (W,), components (G, W) orthonormal rows, scale (G,) each component's standard deviation;
         `cells`: patch tokens per image (a square number: 9 for the shapes encoder's 3 x 3)."""
-        if cells < 1 or math.isqrt(cells) ** 2 != cells:
-            raise WeightsError(f"grid projection: {cells} cells is not a square grid")
+        if not 1 <= cells <= MAX_CELLS or math.isqrt(cells) ** 2 != cells:
+            raise WeightsError(f"grid projection: {cells} cells is not a square grid of at most {MAX_CELLS}")
         if components.ndim != 2 or mean.shape != components.shape[1:] or scale.shape != components.shape[:1]:
             raise WeightsError(
                 f"grid projection shapes disagree: mean {tuple(mean.shape)}, components {tuple(components.shape)}, "
                 f"scale {tuple(scale.shape)}"
             )
+        channels, width = components.shape
+        if not 1 <= channels <= min(MAX_CHANNELS, width):
+            raise WeightsError(f"grid projection: {channels} channels for {width}-wide tokens")
         if not all(bool(torch.isfinite(t).all()) for t in (mean, components, scale)) or bool((scale <= 0).any()):
             raise WeightsError("grid projection holds non-finite values or a non-positive scale")
         self.mean, self.components, self.scale = mean.float(), components.float(), scale.float()
@@ -57,6 +67,8 @@ class GridProjection:
     @classmethod
     def fit(cls, tokens: torch.Tensor, channels: int) -> GridProjection:
         """PCA of (N, cells, W) patch tokens pooled over cells: the top `channels` directions, whitened."""
+        if not 1 <= channels <= tokens.shape[-1]:
+            raise ValueError(f"grid_channels must be 1..{tokens.shape[-1]} (the token width), got {channels}")
         flat = tokens.reshape(-1, tokens.shape[-1]).float()  # (N * cells, W)
         mean = flat.mean(0)
         _, s, v = torch.linalg.svd(flat - mean, full_matrices=False)  # v: (W, W) rows are directions
@@ -109,3 +121,32 @@ class GridProjection:
         if state["cells"].numel() != 1 or state["cells"].is_floating_point():
             raise WeightsError(f"{folder / FILE}: 'cells' must be one integer")
         return cls(state["mean"], state["components"], state["scale"], int(state["cells"]))
+
+
+def image_condition(
+    encoder: Encoder, grid: GridProjection | None, images: ImageInput | Sequence[ImageInput]
+) -> torch.Tensor:
+    """(N, E) what a decoder draws from, for real images: the unnormalised image embedding (E = D), followed
+    for the spatial layout by the patch-token grid's projection (E = D + cells x G)."""
+    pooled = encoder.encode_image(images, normalize=False).float()  # (N, D)
+    if grid is None:
+        return pooled
+    return torch.cat([pooled, grid.project(encoder.patch_tokens(images)).to(pooled.device)], dim=1)
+
+
+def zero_condition(encoder: Encoder, grid: GridProjection | None) -> torch.Tensor:
+    """(1, E) the all-zero image's condition: unCLIP's "no image", the decoder's unconditional half."""
+    pooled = encoder.zero_image_embed()  # (1, D)
+    if grid is None:
+        return pooled
+    return torch.cat([pooled, grid.project(encoder.zero_image_tokens()).to(pooled.device)], dim=1)
+
+
+def check_against(grid: GridProjection, encoder: Encoder) -> None:
+    """WeightsError unless the projection reads this encoder's patch tokens (count and width)."""
+    tokens = encoder.zero_image_tokens()  # (1, cells, W)
+    if tokens.shape[1:] != (grid.cells, grid.token_width):
+        raise WeightsError(
+            f"the generator's grid projection reads {grid.cells} patch tokens of width {grid.token_width}; "
+            f"this encoder makes {tokens.shape[1]} of width {tokens.shape[2]}"
+        )

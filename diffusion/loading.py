@@ -18,6 +18,7 @@ from triptych.core.resolve import GENERATOR_CONFIG, Parts, is_decoder_repo, is_p
 from triptych.core.weights_files import check_folder, config_value, positive_int, read_json, weights_errors
 
 from .decoder import DecoderStage
+from .grid import check_against
 from .pipeline import UnCLIPGenerator
 from .prior import PriorStage
 from .settings import GenerationSettings
@@ -71,17 +72,37 @@ def load_stages(
     with weights_errors(f"cannot load the generator from {prior_folder} and {decoder_folder} (safetensors only)"):
         prior = PriorStage.from_pretrained(prior_folder, encoder, prior_scheduler, normalize_text)
         decoder = DecoderStage.from_pretrained(decoder_folder, store, dt)
-    predicted = prior.prior.config.clip_embed_dim or prior.prior.config.embedding_dim
-    if decoder.embed_dim != encoder.embed_dim or predicted != decoder.condition_dim:
-        raise WeightsError(
-            f"the prior predicts {predicted}-d conditions and the decoder reads {decoder.condition_dim}-d ones "
-            f"({decoder.embed_dim}-d image embeddings); the encoder makes {encoder.embed_dim}-d embeddings"
-        )
+    check_layout(prior, decoder, encoder)
     prior.to(store, dt)
     decoder.device = dev
     for part, model in (("prior", prior.prior), ("unet", decoder.unet), ("movq", decoder.movq)):
         encoder.placement.register(part, model)
     return prior, decoder
+
+
+def check_layout(prior: PriorStage, decoder: DecoderStage, encoder: clip.Encoder) -> None:
+    """WeightsError unless prior, decoder and encoder fit together: the prior reads the encoder's text (embedding
+    width; token states of the transformer's width when it does not project them) and predicts what the decoder
+    reads (the image embedding, plus the grid for the spatial layout, which must read this encoder's patch tokens)."""
+    config, d = prior.prior.config, encoder.embed_dim
+    inner = config.num_attention_heads * config.attention_head_dim
+    text_width = config.embedding_dim if config.encoder_hid_proj_type else inner
+    problems = []
+    if (config.embedding_proj_dim or config.embedding_dim) != d or decoder.embed_dim != d:
+        problems.append(
+            f"the prior reads {config.embedding_proj_dim or config.embedding_dim}-d text embeddings and the decoder "
+            f"{decoder.embed_dim}-d image embeddings; the encoder makes {d}-d ones"
+        )
+    if encoder.text_states("a").states.shape[-1] != text_width:
+        problems.append(f"the prior reads {text_width}-wide token states; the encoder's text is not that wide")
+    if prior.output_dim != decoder.condition_dim:
+        problems.append(
+            f"the prior predicts {prior.output_dim}-d conditions and the decoder reads {decoder.condition_dim}-d ones"
+        )
+    if problems:
+        raise WeightsError("the generator's parts do not fit together: " + "; ".join(problems))
+    if decoder.grid is not None:
+        check_against(decoder.grid, encoder)
 
 
 def load(

@@ -17,6 +17,7 @@ from triptych.core.checks import check_texts
 from triptych.core.errors import InvalidSettingError, InvalidTextError
 from triptych.core.images import ImageInput, load_image
 
+from . import grid as grid_module
 from .decoder import DecoderStage, StepCallback, to_pixels
 from .prior import PriorStage
 from .schedulers import make_scheduler, scheduler_name
@@ -194,18 +195,12 @@ class UnCLIPGenerator:
     def image_condition(self, images: ImageInput | Sequence[ImageInput]) -> torch.Tensor:
         """(N, E) what the decoder draws from, for real images: the unnormalised image embedding (E = D), followed
         for the spatial layout by the patch-token grid's projection (E = D + cells x G)."""
-        pooled = self.encoder.encode_image(images, normalize=False).float()  # (N, D)
-        grid = self.decoder.grid
-        if grid is None:
-            return pooled
-        return torch.cat([pooled, grid.project(self.encoder.patch_tokens(images))], dim=1)  # (N, D + cells*G)
+        return grid_module.image_condition(self.encoder, self.decoder.grid, images)
 
     def zero_condition(self) -> torch.Tensor:
         """(1, E) the all-zero image's condition: unCLIP's "no image", the decoder's unconditional half."""
         if self._zero is None:
-            pooled, grid = self.encoder.zero_image_embed(), self.decoder.grid
-            tokens = None if grid is None else grid.project(self.encoder.zero_image_tokens())
-            self._zero = pooled if tokens is None else torch.cat([pooled, tokens.to(pooled.device)], dim=1)
+            self._zero = grid_module.zero_condition(self.encoder, self.decoder.grid)
         return self._zero
 
     # ------------------------------------------------------------------ internals

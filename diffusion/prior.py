@@ -30,8 +30,8 @@ class PriorStage:
         rather than the raw projected ones (Kandinsky 2.2)."""
         self.prior, self.scheduler, self.encoder = prior.eval(), scheduler, encoder
         self.normalize_text = normalize_text
-        # the unconditional image's condition (1, E): the zero image's embedding; the generator replaces it with
-        # its decoder's (which adds the grid in the spatial layout)
+        # the unconditional image's condition (1, E): the zero image's embedding; the generator (or trainer)
+        # sets its decoder's, which adds the grid in the spatial layout
         self.zero_condition: Callable[[], torch.Tensor] = encoder.zero_image_embed
 
     @classmethod
@@ -55,6 +55,12 @@ class PriorStage:
             self.prior.to(dtype=dtype)
         return self
 
+    @property
+    def output_dim(self) -> int:
+        """E, the width of what it predicts: the image embedding, plus the grid for a spatial-layout prior."""
+        config = self.prior.config
+        return int(config.clip_embed_dim or config.embedding_dim)
+
     def conditions(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, D) text embeddings, (N, L, width) token states, (N, L) mask, in the prior's dtype."""
         states = self.encoder.text_states(texts, allow_empty=True, normalize=self.normalize_text)
@@ -73,13 +79,12 @@ class PriorStage:
         num_images: int = 1,
         candidates: int = 1,
         progress: bool = True,
-        zero: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(image conditions, negative image conditions), each (len(prompts) * num_images, embedding_dim): the
         image embedding, followed by the grid for a spatial-layout prior.
 
-        Without negative prompts the negative is the zero image's condition (`zero`, (1, embedding_dim); default
-        the encoder's zero-image embedding), as Kandinsky does; with them, the negatives go through the prior too
+        Without negative prompts the negative is the zero image's condition (`zero_condition()`), as Kandinsky
+        does; with them, the negatives go through the prior too
         (guided away from themselves), also as Kandinsky does.
         """
         n = len(prompts)
@@ -87,8 +92,14 @@ class PriorStage:
         uncond = (negative_prompts * 2) if negative_prompts else [""] * n
         per_text = num_images * candidates
         embeds, states, mask = self.conditions(texts)
-        if zero is None and not negative_prompts:
+        zero = None
+        if not negative_prompts:
             zero = self.zero_condition()  # (1, E), while the encoder is here
+            if zero.shape[1] != self.output_dim:
+                raise ValueError(
+                    f"this prior predicts {self.output_dim}-d conditions but its zero condition is "
+                    f"{zero.shape[1]}-d: set PriorStage.zero_condition to the decoder's (UnCLIPGenerator does)"
+                )
         guided = guidance > 1
         if guided:
             unconditional = self.conditions(uncond)  # first half of the batch, as Kandinsky orders it

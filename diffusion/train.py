@@ -37,7 +37,7 @@ from .data import Batch, CaptionedImages, WorldImages
 from .decoder import DecoderStage, to_pixels
 from .ema import EMA
 from .grid import FOLDER as GRID_FOLDER
-from .grid import GridProjection
+from .grid import GridProjection, image_condition, zero_condition
 from .loading import CONFIG
 from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
 from .prior import PriorStage
@@ -58,19 +58,12 @@ class Run:
         self.grid: GridProjection | None = None  # the spatial layout's projection, once fitted (fit_grid)
 
     def conditions(self, images: list) -> torch.Tensor:
-        """(B, E) the decoder's condition for training images: the unnormalised image embedding, plus the
-        projected patch-token grid in the spatial layout."""
-        pooled = self.encoder.encode_image(images, normalize=False).clone()  # (B, D)
-        if self.grid is None:
-            return pooled
-        return torch.cat([pooled, self.grid.project(self.encoder.patch_tokens(images)).to(pooled.device)], dim=1)
+        """(B, E) the decoder's condition for training images (diffusion/grid.py)."""
+        return image_condition(self.encoder, self.grid, images).clone()  # inference tensor -> autograd-safe
 
     def zero_condition(self) -> torch.Tensor:
         """(1, E) the all-zero image's condition (the decoder's unconditional half)."""
-        pooled = self.encoder.zero_image_embed()
-        if self.grid is None:
-            return pooled
-        return torch.cat([pooled, self.grid.project(self.encoder.zero_image_tokens()).to(pooled.device)], dim=1)
+        return zero_condition(self.encoder, self.grid)
 
     def batches(self, part: str) -> Callable[[int], Batch]:
         """Batch k of a part's training data: your captioned images, or world scenes."""
@@ -224,10 +217,9 @@ def train_prior(run: Run, stop_after: int | None = None):
 
     def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
         stage = PriorStage(model, UnCLIPScheduler(**cfg["scheduler"]), enc, normalize_text)
+        stage.zero_condition = run.zero_condition
         gen = torch.Generator().manual_seed(0)
-        drawn, _ = stage(
-            fixed_prompts, steps=cfg.get("sample_steps", 25), generator=gen, progress=False, zero=run.zero_condition()
-        )
+        drawn, _ = stage(fixed_prompts, steps=cfg.get("sample_steps", 25), generator=gen, progress=False)
         true = enc.encode_image(fixed_images)
         cos = F.cosine_similarity(F.normalize(drawn[:, : enc.embed_dim].float(), dim=-1), true).mean().item()
         folder.mkdir(parents=True, exist_ok=True)
@@ -254,6 +246,7 @@ def train_decoder(run: Run, vae: VQModel, stop_after: int | None = None):
     zero = run.zero_condition()  # (1, E)
     fixed = WorldImages(run.recipe["seed"] + 6, 8, "decoder-samples", side=run.side)(0)[0]
     layout = DecoderStage(unet, vae, scheduler, grid=run.grid)  # splits conditions as inference will
+    unet.train()  # DecoderStage puts its UNet in eval mode
 
     def loss_of(model: torch.nn.Module, batch: Batch, gen: torch.Generator) -> torch.Tensor:
         images = batch[0]
@@ -347,7 +340,7 @@ def train(
     total = {"step": sum(record[p]["step"] for p in PARTS), "elapsed_s": sum(record[p]["elapsed_s"] for p in PARTS)}
     info = training_record(recipe, total, run.device, data=data or "shapes world", parts=record)
     if run.accelerator.is_main_process:
-        export(finished, out, recipe, info)
+        export(finished, out, recipe, info, grid=run.grid is not None)
     return info
 
 
@@ -358,17 +351,18 @@ def fit_grid(run: Run, finished: Path) -> GridProjection | None:
     if not channels:
         return None
     folder = finished / GRID_FOLDER
-    if (folder / "grid_projection.safetensors").is_file():
-        return GridProjection.from_pretrained(folder)
+    if run.resume and (folder / "grid_projection.safetensors").is_file():
+        grid = GridProjection.from_pretrained(folder)
+        if grid is not None and grid.channels == channels:
+            return grid
     count = run.recipe["decoder"].get("grid_samples", 2048)
     images = WorldImages(run.recipe["seed"] + 7, count, "grid-stats", side=run.side)(0)[0]
     tokens = torch.cat([run.encoder.patch_tokens(images[i : i + 512]) for i in range(0, count, 512)])  # (N, cells, W)
-    grid = GridProjection.fit(tokens, channels)
     if run.accelerator.is_main_process:
         with replace_folder(folder) as tmp:
-            grid.save(tmp)
+            GridProjection.fit(tokens, channels).save(tmp)
     run.accelerator.wait_for_everyone()
-    return grid
+    return GridProjection.from_pretrained(folder)  # every process reads the one the main process wrote
 
 
 def finish_part(
@@ -387,7 +381,7 @@ def finish_part(
     accelerator.wait_for_everyone()
 
 
-def export(finished: Path, out: Path, recipe: dict, info: dict) -> None:
+def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = False) -> None:
     """The generator folder: fp16 safetensors per model in diffusers' layout, generator.json, training.json,
     manifest; switched into `out` whole (a crash keeps the previous export)."""
     from diffusers import PriorTransformer, UNet2DConditionModel
@@ -402,7 +396,7 @@ def export(finished: Path, out: Path, recipe: dict, info: dict) -> None:
         for folder, cls in (("movq", VQModel), ("prior", PriorTransformer), ("unet", UNet2DConditionModel)):
             model = cls.from_pretrained(finished / folder, use_safetensors=True, torch_dtype=torch.float16)
             model.save_pretrained(tmp / folder, safe_serialization=True)
-        if (finished / GRID_FOLDER).is_dir():
+        if grid:  # the spatial layout; a pooled export never carries one (export_folder keeps no old folders)
             shutil.copytree(finished / GRID_FOLDER, tmp / GRID_FOLDER)
         for folder in ("scheduler", "prior_scheduler"):
             (tmp / folder).mkdir()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler, KandinskyV22Img2ImgPipeline, KandinskyV22Pipeline
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from tests.tiny_diffusion import tiny_recipe
 from tests.tiny_models import make_tiny_encoder_dir
@@ -358,3 +359,32 @@ def test_best_of_keeps_the_draw_the_encoder_finds_closest_to_the_prompt(gen):
     kept = gen.generate("a red circle", seed=4, best_of=3, **FAST)[0]
     scores = gen.encoder.encode_image(drawn) @ gen.encoder.encode_text("a red circle")[0]
     assert np.array_equal(np.asarray(kept), np.asarray(drawn[int(scores.argmax())]))
+
+
+def test_a_pooled_export_over_a_grid_one_keeps_no_grid(trained, tmp_path, encoder_dir):
+    out = tmp_path / "out"
+    shutil.copytree(trained[0], out)
+    assert (out / "grid").is_dir()
+    recipe = tiny_recipe(encoder_dir)
+    recipe["decoder"]["grid_channels"] = 0
+    train(recipe, out, tmp_path / "work", workers=0)
+    assert not (out / "grid").exists()  # an old model part is never carried into a new export
+    gen = diffusion.load(str(out), encoder=clip.load(encoder_dir, device="cpu"))
+    assert gen.decoder.grid is None and len(gen.generate("a red circle", **FAST)) == 1
+
+
+def test_a_grid_that_does_not_fit_is_refused_at_load(trained, tmp_path, encoder_dir):
+    from triptych.diffusion.grid import GridProjection
+
+    folder = tmp_path / "gen"
+    shutil.copytree(trained[0], folder)
+    grid = GridProjection.from_pretrained(folder / "grid")
+    four_cells = GridProjection(grid.mean, grid.components, grid.scale, cells=4)  # a 2 x 2 grid: not this encoder's
+    four_cells.save(folder / "grid")
+    (folder / "manifest.json").unlink()
+    with pytest.raises(WeightsError, match="do not fit together"):
+        diffusion.load(str(folder), encoder=clip.load(encoder_dir, device="cpu"))
+    state = {"mean": grid.mean, "components": grid.components, "scale": grid.scale, "cells": torch.tensor(10**6)}
+    save_file(state, str(folder / "grid/grid_projection.safetensors"))
+    with pytest.raises(WeightsError, match="square grid"):
+        diffusion.load(str(folder), encoder=clip.load(encoder_dir, device="cpu"))

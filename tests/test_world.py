@@ -121,7 +121,7 @@ def test_prompts_are_true_of_their_scene_and_never_name_held_out_pairs():
         assert not any(pair in text for pair in HELD_OUT_TEXTS), text
         forms.add(spec.kind)
         assert "  " not in text and text == text.strip()
-    assert forms == {"caption", "object", "relation", "count"}
+    assert forms == {"caption", "object", "objects", "relation", "count"}  # groups are "objects" specs
 
 
 def test_prompt_specs_reject_scenes_that_differ():

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from .scene import Scene, SceneObject, as_rng
-from .spec import GRID, HELD_OUT_PAIRS, NUMBER_WORDS, SIZES, TRAIN_PAIRS, max_jitter, plural
+from .spec import DEFAULT_SIDE, GRID, HELD_OUT_PAIRS, NUMBER_WORDS, SIZES, TRAIN_PAIRS, max_jitter, plural
 from .text import PromptSpec, relation
 
 EDIT_KINDS: tuple[str, ...] = ("attribute_swap", "relation_inversion", "count_swap")
@@ -94,14 +94,14 @@ def _two_pairs(rng: random.Random, held_out: bool) -> tuple[tuple[str, str], tup
 
 
 def _object(rng: random.Random, color: str, shape: str, cell: int) -> SceneObject:
-    j = max_jitter(64)
+    j = max_jitter(DEFAULT_SIDE)
     return SceneObject(rng.choice(SIZES), color, shape, cell, rng.randint(-j, j), rng.randint(-j, j))
 
 
 # ---------------------------------------------------------------- training: hard negatives
 def edited_scenes(scene: Scene, rng: random.Random) -> list[Scene]:
-    """Minimal edits of a scene, grouped by kind and the kinds in random order (so each kind leads as often,
-    whatever the number of its instances): attributes (colours, shapes or sizes of two objects swapped; a lone
+    """Minimal edits of a scene, grouped by kind, the kinds in random order (so each kind comes first equally
+    often, whatever the number of its instances): attributes (colours, shapes or sizes of two objects swapped; a lone
     object's colour or shape changed), positions (two objects' cells swapped; the scene mirrored left-right or
     top-bottom: relations invert), counts (one object moved to another's group). Each keeps the scene valid and
     names training pairs only; some may equal the original (equal attributes, a symmetric layout)."""

@@ -57,10 +57,12 @@ def count_phrase(scene: Scene, rng: random.Random) -> tuple[str, PromptSpec]:
     n = len(scene.objects)
     shapes = {o.shape for o in scene.objects}
     words, said = [NUMBER_WORDS[n - 1]], {}
-    if len(shapes) == 1 and rng.random() < 0.6:
-        for attr in ("size", "color"):
+    name_shape, name_size, name_color = (rng.random() < p for p in (0.6, 0.5, 0.5))  # drawn whatever the scene,
+    # so an edited scene described from the same random state draws the same words after this phrase
+    if len(shapes) == 1 and name_shape:
+        for attr, named in (("size", name_size), ("color", name_color)):
             values = {getattr(o, attr) for o in scene.objects}
-            if len(values) == 1 and rng.random() < 0.5:
+            if len(values) == 1 and named:
                 said[attr] = next(iter(values))
                 words.append(said[attr])
         said["shape"] = next(iter(shapes))
