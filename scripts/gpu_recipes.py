@@ -28,7 +28,7 @@ RECIPES = ROOT / "weights" / "recipes"
 BUNDLED = ROOT / "weights" / "shapes"
 
 # ---------------------------------------------------------------------- the GPU recipe
-# Overrides of weights/recipes/shapes_clip.json ("binding") and shapes_diffusion.json ("prior", "decoder") for one
+# Overrides of weights/recipes/shapes_clip.json ("binding") and shapes_diffusion_grid.json ("prior", "decoder") for one
 # H200. Nobody has timed these trainers on a GPU yet; what follows comes from this repository's 2-core CPU (busy),
 # where one core renders a 64 px world scene in ~0.7 ms, the encoder's PIL preprocessing takes ~0.4 ms an image,
 # and a binding batch with hard negatives costs ~1.0 s at 256 scenes (rendering plus the 256 x 512 satisfaction
@@ -119,7 +119,7 @@ def cmd_recipes(args: argparse.Namespace) -> None:
     if "visual" not in clip_recipe["binding"].get("freeze", ()):
         # the decoder trains beside the encoder, on the bundled image tower: right only while binding freezes it
         sys.exit("the binding stage must freeze the image tower ('visual') for the decoder to train in parallel")
-    diffusion = derived(json.loads((RECIPES / "shapes_diffusion.json").read_text()), overrides)
+    diffusion = derived(json.loads((RECIPES / "shapes_diffusion_grid.json").read_text()), overrides)
     folder = Path(args.dir)
     write_json(folder / "clip.json", clip_recipe)
     write_json(folder / "prior.json", {**diffusion, "encoder": str(Path(args.encoder).resolve())})

@@ -89,7 +89,7 @@ def test_finalize_sets_the_last_checkpoint_step(tmp_path):
 def test_gpu_recipes_keep_the_models_and_raise_the_batches(tmp_path):
     gpu = helper()
     gpu.main(["recipes", "--mode", "gpu", "--dir", str(tmp_path), "--encoder", str(tmp_path / "clip")])
-    cpu = json.loads((ROOT / "weights/recipes/shapes_diffusion.json").read_text())
+    cpu = json.loads((ROOT / "weights/recipes/shapes_diffusion_grid.json").read_text())
     prior, decoder = (json.loads((tmp_path / f"{p}.json").read_text()) for p in ("prior", "decoder"))
     assert prior["encoder"] == str(tmp_path / "clip") and decoder["encoder"].endswith("weights/shapes/clip")
     for part in ("prior", "decoder"):

@@ -6,7 +6,7 @@ import copy
 import json
 from pathlib import Path
 
-RECIPE = json.loads((Path(__file__).resolve().parents[1] / "weights/recipes/shapes_diffusion.json").read_text())
+RECIPE = json.loads((Path(__file__).resolve().parents[1] / "weights/recipes/shapes_diffusion_grid.json").read_text())
 
 
 def tiny_recipe(encoder: str, steps: int = 2) -> dict:
