@@ -15,7 +15,7 @@ from triptych.apps.evaluation.main import THRESHOLDS, main
 from triptych.apps.evaluation.zero_shot_tasks import TASKS, task_scenes
 from triptych.world.edits import EDIT_KINDS
 
-GENERATOR_TEST_PROMPTS = 5  # per category and split: (9 + 2) categories x 5 prompts x 4 images
+GENERATOR_TEST_PROMPTS = 10  # per category and split: (9 + 2) categories x 10 prompts x 4 images
 
 
 @pytest.fixture(scope="module")
@@ -125,15 +125,22 @@ def test_bundled_vlm_describes_the_examples(captioner):
 
 @pytest.mark.slow
 def test_bundled_generator_keeps_its_measured_scores(service):
-    """A regression floor under the scores measured on the bundled generator (README: overall 0.577, colours
-    0.750, PSNR 34.96 dB at 50 prompts per category). Issue 4's bar (overall >= 0.80) is NOT met yet; this guards
-    what is, with room for the noise of a few fresh prompts."""
+    """A regression floor under the scores measured on the bundled generator with the strict judge (README:
+    overall 0.382, held-out 0.205, PSNR 34.96 dB at 50 prompts per category). Issue 14's bar (overall >= 0.80,
+    held-out >= 0.50) is NOT met; this guards what is, held-out included, with room for the noise of 10 prompts."""
     from triptych.apps.evaluation.generator import evaluate_generator
 
     scores = evaluate_generator(
-        service.generator, count=GENERATOR_TEST_PROMPTS, images_per_prompt=4, seed=20261123, vae_count=100
-    )["in_distribution"]
-    assert scores["overall"] >= 0.40, scores
-    assert scores["absolute_position"] >= 0.75 and scores["single_object"] >= 0.55, scores
-    assert scores["colors"] >= 0.45, scores
-    assert scores["vae_psnr_db"] >= 32.0, scores
+        service.generator,
+        count=GENERATOR_TEST_PROMPTS,
+        images_per_prompt=4,
+        seed=20261123,
+        vae_count=100,
+        recovery_count=0,
+    )
+    ours, held = scores["in_distribution"], scores["held_out"]
+    assert ours["overall"] >= 0.28, scores
+    assert ours["absolute_position"] >= 0.45 and ours["single_object"] >= 0.40, scores
+    assert ours["colors"] >= 0.40, scores
+    assert held["overall"] >= 0.08, scores
+    assert ours["vae_psnr_db"] >= 32.0, scores
