@@ -60,9 +60,9 @@ def test_evaluate_command_writes_json_and_markdown(tmp_path, tiny_name, capsys):
     report = json.loads(out_json.read_text())
     assert report["count"] == 10 and set(report["scores"]) == {"in_distribution", "held_out"}
     for split in report["scores"].values():
-        assert set(split) == {t.name for t in TASKS} and all(0 <= v <= 1 for v in split.values())
+        assert set(split) == {t.name for t in TASKS} | set(EDIT_KINDS) and all(0 <= v <= 1 for v in split.values())
     table = out_md.read_text()
-    assert table.count("\n") == 2 + len(TASKS) and "| position |" in table
+    assert table.count("\n") == 2 + len(TASKS) + len(EDIT_KINDS) and "| relation_inversion |" in table
     assert table in capsys.readouterr().out
 
 
