@@ -1,9 +1,10 @@
 """Contrastive training of an open_clip model on the shapes world (CLIP or SigLIP loss), through accelerate.
 
 Two stages: `train` (both towers, multi-positive targets), then, when the recipe has one, `binding`: NegCLIP's
-recipe, each scene's prompt joined by a minimal edit of it as a hard negative (world/edits.py), with the image
-tower frozen, so the text tower learns word order (which colour goes with which shape, left from right, which
-group has two) while image embeddings and patch tokens, and so the VLM and the decoder, stay as they were.
+recipe, each scene's prompt joined by a minimal edit of it as a hard negative (world/edits.py), and half of each
+batch compositional probes with their exact edits, so the encoder learns word order (which colour goes with which
+shape, left from right, which group has two). Both towers train: left from right must be told apart in the image
+embedding as well (`"freeze": ["visual"]` trains the text tower alone, keeping image features bit for bit).
 
     python -m triptych.clip.train --recipe weights/recipes/shapes_clip.json --out weights/shapes/clip
     python -m triptych.clip.train --init weights/shapes/clip --out new_clip   # the binding stage alone, from a folder
@@ -101,8 +102,10 @@ class WorldBatches:
 
     Without hard negatives T = B, one prompt per image. With `hard_negatives` p, T = 2B: each image's prompt is
     followed (with probability p) by a minimal edit of it that the image does not satisfy, else by a prompt of a
-    fresh scene; `probe_scenes` of the B scenes are drawn as the compositional probes draw them (two objects with
-    distinct colours and shapes, a pair in one row or column, a pair and a single)."""
+    fresh scene. `probe_scenes` of the B scenes are compositional probes (two objects with distinct colours and
+    shapes, a pair in one row or column, a pair and a single), each with its own caption and, when there are hard
+    negatives, that caption's exact edit (colours swapped, relation inverted, counts swapped); `probe_kinds` weighs
+    the kinds (default: equally)."""
 
     def __init__(
         self,
@@ -114,28 +117,41 @@ class WorldBatches:
         hard_negatives: float = 0.0,
         probe_scenes: float = 0.0,
         forms: dict[str, float] | None = None,
+        probe_kinds: dict[str, float] | None = None,
     ) -> None:
         self.seed, self.batch_size, self.rank, self.twins, self.transform = seed, batch_size, rank, twins, transform
         self.hard_negatives, self.probe_scenes = hard_negatives, probe_scenes
+        kinds = probe_kinds or dict.fromkeys(EDIT_KINDS, 1.0)
+        if not set(kinds) <= set(EDIT_KINDS):
+            raise ValueError(
+                f"probe_kinds: unknown kinds {sorted(set(kinds) - set(EDIT_KINDS))}; expected {EDIT_KINDS}"
+            )
+        self.probe_kinds, self.probe_weights = tuple(kinds), tuple(kinds.values())
         self.describe = functools.partial(random_prompt_spec, forms=forms)  # (scene, rng) -> (text, spec)
 
     def __call__(self, step: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         rng = random.Random(f"clip/{self.seed}/{self.rank}/{step}")
-        probes = round(self.probe_scenes * self.batch_size)
-        scenes = list(itertools.islice(scene_stream(rng, twins=self.twins), self.batch_size - probes))
-        scenes += [probe(rng.choice(EDIT_KINDS), rng).scene for _ in range(probes)]
+        count = round(self.probe_scenes * self.batch_size)
+        scenes = list(itertools.islice(scene_stream(rng, twins=self.twins), self.batch_size - count))
+        kinds = rng.choices(self.probe_kinds, weights=self.probe_weights, k=count)
+        probes = [probe(kind, rng) for kind in kinds]
+        prompts, extra = [], []
+        for scene in scenes:
+            if not self.hard_negatives:
+                prompts.append(self.describe(scene, rng))
+                continue
+            if rng.random() < self.hard_negatives:
+                positive, negative = with_hard_negative(scene, self.describe, rng)
+            else:
+                positive, negative = self.describe(scene, rng), None
+            prompts.append(positive)
+            extra.append(negative or self.describe(sample_scene(rng), rng))
+        for p in probes:  # a probe's own caption, its exact edit as the hard negative
+            prompts.append((p.true, p.true_spec))
+            extra.append((p.edit, p.edit_spec))
+        scenes += [p.scene for p in probes]
         if self.hard_negatives:
-            prompts, extra = [], []
-            for scene in scenes:
-                if rng.random() < self.hard_negatives:
-                    positive, negative = with_hard_negative(scene, self.describe, rng)
-                else:
-                    positive, negative = self.describe(scene, rng), None
-                prompts.append(positive)
-                extra.append(negative or self.describe(sample_scene(rng), rng))
             prompts += extra
-        else:
-            prompts = [self.describe(scene, rng) for scene in scenes]
         images = [render(scene) for scene in scenes]
         if self.transform is not None:
             images = [self.transform(image) for image in images]
@@ -276,6 +292,7 @@ def train(
             hard_negatives=bind.get("hard_negatives", 0.0),
             probe_scenes=bind.get("probe_scenes", 0.0),
             forms=bind.get("prompt_forms"),
+            probe_kinds=bind.get("probe_kinds"),
         )
         states["binding"] = loop.run(batches, workers, stop_after)
         if states["binding"] is None:

@@ -1,5 +1,5 @@
 """Binding: the compositional probes (true caption vs its minimal edit), the hard negatives of the encoder's
-binding stage, the loss over more texts than images, and the stage itself (image tower frozen)."""
+binding stage, the loss over more texts than images, and the stage itself (both towers, or the text tower alone)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def test_probes_pair_a_true_caption_with_its_minimal_edit(kind, held_out):
         if kind == "relation_inversion":
             a, b = p.scene.objects
             assert a.row == b.row or a.col == b.col
+        assert p.true_spec.satisfied_by(p.scene) and not p.edit_spec.satisfied_by(p.scene)  # meanings agree
         if not held_out:  # no text a probe shows names a held-out pair
             text = f" {p.true} | {p.edit} "
             assert not any(f" {c} {s}" in text for c, s in HELD_OUT_PAIRS), (p.true, p.edit)
@@ -91,6 +92,8 @@ def test_batches_with_hard_negatives_hold_twice_the_texts():
     assert match[:, :16].diagonal().all()  # each image satisfies its own prompt
     own_negative = match[torch.arange(16), torch.arange(16) + 16]
     assert (~own_negative).sum() >= 12  # mostly a true hard negative of its own image
+    assert not own_negative[8:].any()  # the probes' exact edits: false of their own image
+    assert texts[8:16] != texts[24:] and all(len(a.split()) == len(b.split()) for a, b in zip(texts[8:16], texts[24:]))
     again = data(2)
     assert again[1] == texts and torch.equal(again[2], match)
 
@@ -111,16 +114,22 @@ def test_loss_over_extra_texts():
     assert loss(img, closer, scale, match) > with_negatives
 
 
-def test_binding_stage_trains_only_the_text_tower(tmp_path):
+def test_binding_stage_trains_both_towers_unless_one_is_frozen(tmp_path):
     recipe = tiny_recipe(steps=2, binding_steps=2)
     train(tiny_recipe(steps=2), tmp_path / "first", tmp_path / "work_first", workers=0)
+    before = load_file(tmp_path / "first/open_clip_model.safetensors")
+    visual = [k for k in before if k.startswith("visual.")]
+    text = [k for k in before if k.startswith("transformer.")]
     info = train(recipe, tmp_path / "bound", tmp_path / "work", workers=0, init=tmp_path / "first")
     assert info["stages"]["binding"]["step"] == 2
-    before = load_file(tmp_path / "first/open_clip_model.safetensors")
     after = load_file(tmp_path / "bound/open_clip_model.safetensors")
-    visual = [k for k in before if k.startswith("visual.")]
+    for keys in (visual, text):  # the recipe's binding stage teaches the image side too (relations live there)
+        assert any(not torch.equal(before[k], after[k]) for k in keys)
+    recipe["binding"]["freeze"] = ["visual"]
+    train(recipe, tmp_path / "text_only", tmp_path / "work_text", workers=0, init=tmp_path / "first")
+    after = load_file(tmp_path / "text_only/open_clip_model.safetensors")
     assert visual and all(torch.equal(before[k], after[k]) for k in visual)
-    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("transformer."))
+    assert any(not torch.equal(before[k], after[k]) for k in text)
     whole = train(recipe, tmp_path / "whole", tmp_path / "work_whole", workers=0)  # both stages in one call
     assert whole["steps"] == 4 and set(whole["stages"]) == {"train", "binding"}
 

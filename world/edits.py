@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from .scene import Scene, SceneObject, as_rng
 from .spec import DEFAULT_SIDE, GRID, HELD_OUT_PAIRS, NUMBER_WORDS, SIZES, TRAIN_PAIRS, max_jitter, plural
-from .text import PromptSpec, relation
+from .text import ObjectSpec, PromptSpec, relation
 
 EDIT_KINDS: tuple[str, ...] = ("attribute_swap", "relation_inversion", "count_swap")
 INVERSE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below", "below": "above"}
@@ -27,12 +27,15 @@ Describe = Callable[[Scene, random.Random], tuple[str, PromptSpec]]
 
 @dataclass(frozen=True)
 class Probe:
-    """A scene, its true caption and the minimal edit the scene must score lower."""
+    """A scene, its true caption and the minimal edit the scene must score lower, each text with its meaning (so
+    a training batch can tell which other scenes a probe's text is true of)."""
 
     kind: str
     scene: Scene
     true: str
     edit: str
+    true_spec: PromptSpec
+    edit_spec: PromptSpec
 
 
 def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: bool = False) -> Probe:
@@ -54,14 +57,19 @@ def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: b
             true, edit = f"{pair} and {single}", f"{swapped_single} and {swapped_pair}"
         else:
             true, edit = f"{single} and {pair}", f"{swapped_pair} and {swapped_single}"
-        return Probe(kind, Scene(tuple(objs), background), true + suffix, edit + suffix)
+        true_spec = _objects_spec((c1, s1), (c1, s1), (c2, s2), background=background)
+        edit_spec = _objects_spec((c1, s1), (c2, s2), (c2, s2), background=background)
+        scene = Scene(tuple(objs), background)
+        return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
     if kind == "attribute_swap":
         cells = rng.sample(range(GRID * GRID), 2)
         scene = Scene((_object(rng, c1, s1, cells[0]), _object(rng, c2, s2, cells[1])), background)
         a, b = scene.objects
         true = f"a {a.color} {a.shape} and a {b.color} {b.shape}"
         edit = f"a {b.color} {a.shape} and a {a.color} {b.shape}"
-        return Probe(kind, scene, true + suffix, edit + suffix)
+        true_spec = _objects_spec((a.color, a.shape), (b.color, b.shape), background=background)
+        edit_spec = _objects_spec((b.color, a.shape), (a.color, b.shape), background=background)
+        return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
     line = rng.randrange(GRID)  # relation_inversion: a pair in one row or one column
     first, second = sorted(rng.sample(range(GRID), 2))
     if rng.random() < 0.5:
@@ -73,7 +81,17 @@ def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: b
     rel = relation(a, b)
     true = f"a {a.color} {a.shape} {rel} a {b.color} {b.shape}"
     edit = f"a {a.color} {a.shape} {INVERSE[rel]} a {b.color} {b.shape}"
-    return Probe(kind, scene, true + suffix, edit + suffix)
+    named = (ObjectSpec(a.shape, a.color), ObjectSpec(b.shape, b.color))
+    said = "black" if background == "black" else None  # an unnamed background is either
+    true_spec = PromptSpec("relation", named, rel, background=said)
+    edit_spec = PromptSpec("relation", named, INVERSE[rel], background=said)
+    return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
+
+
+def _objects_spec(*pairs: tuple[str, str], background: str) -> PromptSpec:
+    """Exactly these (colour, shape) objects, in any order; the background named only when black."""
+    objects = tuple(ObjectSpec(shape, color) for color, shape in pairs)
+    return PromptSpec("objects", objects, background="black" if background == "black" else None)
 
 
 def _two_pairs(rng: random.Random, held_out: bool) -> tuple[tuple[str, str], tuple[str, str]]:
