@@ -4,6 +4,8 @@ and metrics written while training.
 
     python -m triptych.diffusion.train --recipe weights/recipes/shapes_diffusion.json --out weights/shapes/diffusion
     python -m triptych.diffusion.train --data my_captioned_images/ --out my_generator   # bring your own data
+    python -m triptych.diffusion.train --encoder new_clip/ --init weights/shapes/diffusion --out tuned
+        # fine-tune a trained generator (its VAE kept) onto another encoder, e.g. after the encoder's binding stage
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torchvision.utils import make_grid, save_image
 
 from triptych import clip
 from triptych.core.checkpoint import replace_folder, training_record, write_text_atomic
+from triptych.core.errors import WeightsError
 from triptych.core.training import (
     Loop,
     export_folder,
@@ -32,6 +35,7 @@ from triptych.core.training import (
     run_options,
     training_parser,
 )
+from triptych.core.weights_files import load_safetensors, read_json
 
 from .data import Batch, CaptionedImages, WorldImages
 from .decoder import DecoderStage, to_pixels
@@ -49,8 +53,11 @@ PARTS = ("vae", "prior", "decoder")
 class Run:
     """What every part's training shares: accelerator, encoder, recipe, data and folders."""
 
-    def __init__(self, recipe: dict, workdir: Path, data: str | None, workers: int, resume: bool) -> None:
+    def __init__(
+        self, recipe: dict, workdir: Path, data: str | None, workers: int, resume: bool, init: Path | None = None
+    ) -> None:
         self.recipe, self.workdir, self.data, self.workers, self.resume = recipe, workdir, data, workers, resume
+        self.init = init  # a trained generator folder whose weights each part starts from
         self.accelerator = make_accelerator()
         self.device = self.accelerator.device
         self.encoder = clip.load(recipe["encoder"], device=self.device, dtype="fp32")
@@ -152,6 +159,21 @@ class PartLoop(Loop):
         return {"loss": f"{self.state['loss']:.4f}"}
 
 
+def start_from(run: Run, model: torch.nn.Module, folder: str) -> None:
+    """Load `--init`'s `folder` weights into a freshly built part (before any checkpoint is resumed, which wins);
+    the architectures must match: the recipe's model section is the init's."""
+    if run.init is None:
+        return
+    state = load_safetensors(run.init / folder / "diffusion_pytorch_model.safetensors")
+    try:
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as err:
+        raise WeightsError(
+            f"--init {run.init}: {folder}/ does not fit the recipe's {folder} model ({str(err).splitlines()[0]}); "
+            "train with the recipe the init folder was trained with"
+        ) from err
+
+
 # ---------------------------------------------------------------------- the three parts
 def train_vae(run: Run, stop_after: int | None = None) -> tuple[VQModel, dict] | None:
     """Reconstruction (MSE + L1) with a light latent-size penalty; latents standardised at the end."""
@@ -190,6 +212,7 @@ def train_prior(run: Run, stop_after: int | None = None):
     cfg, enc = run.recipe["prior"], run.encoder
     set_seed(run.recipe["seed"] + 1)
     prior = build_prior(cfg["model"], enc, run.grid.dim if run.grid else 0).to(run.device)
+    start_from(run, prior, "prior")  # its embedding statistics are refitted below, on this encoder
     scheduler = UnCLIPScheduler(**cfg["scheduler"])
     images = WorldImages(run.recipe["seed"] + 3, cfg.get("stats_samples", 4096), "prior-stats", side=run.side)(0)[0]
     embeds = torch.cat([run.conditions(images[i : i + 512]) for i in range(0, len(images), 512)])  # (N, E)
@@ -241,6 +264,7 @@ def train_decoder(run: Run, vae: VQModel, stop_after: int | None = None):
     set_seed(run.recipe["seed"] + 2)
     grid_channels = run.grid.channels if run.grid else 0
     unet = build_unet(cfg["model"], enc.embed_dim, vae.config.latent_channels, latent_side, grid_channels)
+    start_from(run, unet, "unet")
     unet = unet.to(run.device)
     scheduler = DDPMScheduler(**cfg["scheduler"])
     zero = run.zero_condition()  # (1, E)
@@ -302,18 +326,24 @@ def train(
     stop_after: int | None = None,
     data: str | None = None,
     parts: Sequence[str] = PARTS,
+    init: str | Path | None = None,
 ) -> dict | None:
     """Train the VAE, the prior and the decoder in turn (each resumes from its own checkpoint, and a finished part
     is not retrained), then write the generator folder to `out`. Returns the training record, or None when
     `stop_after` stopped a part early or a part outside `parts` is not finished yet (`parts` lets the decoder,
-    which needs only the image tower, train while the text tower is still changing)."""
+    which needs only the image tower, train while the text tower is still changing). `init`: a trained generator
+    folder: its VAE is kept as it is, and the prior and the decoder start from its weights (a fine-tune)."""
     set_seed(recipe["seed"])
-    run = Run(recipe, workdir, data, workers, resume)
+    run = Run(recipe, workdir, data, workers, resume, Path(init) if init is not None else None)
     finished = workdir / "finished"
     record: dict = {}
     if resume and (finished / "vae.json").is_file():
         vae = VQModel.from_pretrained(finished / "movq", use_safetensors=True).to(run.device)
         record["vae"] = json.loads((finished / "vae.json").read_text())
+    elif run.init is not None:  # the init's VAE, as trained: latents keep their statistics
+        vae = VQModel.from_pretrained(run.init / "movq", use_safetensors=True).to(run.device).float()
+        record["vae"] = {**read_json(run.init / "training.json")["parts"]["vae"], "init": str(run.init)}
+        finish_part(run.accelerator, finished, "vae", record["vae"], {"movq": vae})
     else:
         done = train_vae(run, stop_after)
         if done is None:
@@ -338,7 +368,8 @@ def train(
     if set(record) != set(PARTS):
         return None  # a part left for another call
     total = {"step": sum(record[p]["step"] for p in PARTS), "elapsed_s": sum(record[p]["elapsed_s"] for p in PARTS)}
-    info = training_record(recipe, total, run.device, data=data or "shapes world", parts=record)
+    extra = {"init": str(init)} if init is not None else {}
+    info = training_record(recipe, total, run.device, data=data or "shapes world", parts=record, **extra)
     if run.accelerator.is_main_process:
         export(finished, out, recipe, info, grid=run.grid is not None)
     return info
@@ -418,8 +449,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=PARTS, help="train only these parts now (resume the rest later)"
     )
+    parser.add_argument("--encoder", help="override the recipe's encoder (a clip.load name, preset or folder)")
+    parser.add_argument("--init", help="a trained generator folder to fine-tune from (its VAE kept)")
     args = parser.parse_args(argv)
-    info = train(read_recipe(args), **run_options(args), data=args.data, parts=args.parts)
+    recipe = read_recipe(args)
+    if args.encoder:
+        recipe["encoder"] = args.encoder
+    if "fine_tunes" in recipe and not args.init:
+        parser.error(f"{args.recipe} fine-tunes a trained generator: pass --init FOLDER ({recipe['fine_tunes']})")
+    info = train(recipe, **run_options(args), data=args.data, parts=args.parts, init=args.init)
     if info:
         print(f"trained in {info['train_seconds']} s; wrote {args.out}")
 

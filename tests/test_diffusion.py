@@ -167,6 +167,29 @@ def test_recipe_lr_horizons_reach_the_optimizer(tmp_path, encoder_dir):
     assert lr != pytest.approx(lr_at(2, base, 1, 4))
 
 
+def test_init_fine_tunes_from_a_trained_generator(trained, tmp_path, encoder_dir):
+    """--init: every part starts from the folder's weights (the VAE kept as it is): with a learning rate of 0 the
+    export equals the init, while the same run from scratch does not; a model that does not fit is refused."""
+    recipe = tiny_recipe(encoder_dir)
+    for part in ("prior", "decoder"):
+        recipe[part]["lr"] = 0.0
+    info = train(recipe, tmp_path / "tuned", tmp_path / "work", workers=0, init=trained[0])
+    assert info["init"] == str(trained[0]) and info["parts"]["vae"]["init"] == str(trained[0])
+    scratch = train(recipe, tmp_path / "scratch", tmp_path / "work_scratch", workers=0)
+    assert scratch is not None
+    for folder in ("movq", "prior", "unet"):
+        init = load_file(trained[0] / folder / "diffusion_pytorch_model.safetensors")
+        tuned = load_file(tmp_path / "tuned" / folder / "diffusion_pytorch_model.safetensors")
+        assert all(torch.equal(init[k], tuned[k]) for k in init), folder
+        if folder != "movq":  # the scratch run trains its own VAE
+            fresh = load_file(tmp_path / "scratch" / folder / "diffusion_pytorch_model.safetensors")
+            assert any(not torch.equal(init[k], fresh[k]) for k in init), folder
+    wider = tiny_recipe(encoder_dir)
+    wider["decoder"]["model"]["block_out_channels"] = [16, 48]
+    with pytest.raises(WeightsError, match="unet/ does not fit"):
+        train(wider, tmp_path / "bad", tmp_path / "work_bad", workers=0, init=trained[0])
+
+
 def test_sample_grids_are_written(trained):
     work = trained[0].parent / "work"
     assert list((work / "vae/samples").glob("*.png")) and list((work / "decoder/samples").glob("*.png"))
