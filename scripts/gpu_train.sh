@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
 # One-shot GPU recipe (issue 14): on a CUDA machine whose Python has torch, transformers, accelerate, timm and
 # safetensors, install the rest from the wheelhouse carried in the working tree, train the encoder's binding stage
-# (from the bundled encoder) and the generator's prior and decoder (on the bundled VAE) from GPU recipes, evaluate
-# the new models, run the CUDA-only tests and the fp16 benchmarks, and leave the new bundle with every table and
-# log in one folder, with a summary. Nine minutes at most.
+# (from the bundled encoder; both towers), then on the new encoder the generator's prior and decoder (on the
+# bundled VAE) and the VLM, from GPU recipes, evaluate the new models, run the CUDA-only tests and the fp16
+# benchmarks, and leave the new bundle with every table and log in one folder, with a summary. Nine minutes at most.
 #
 #   scripts/gpu_train.sh --build-wheels                # here: fill .whl/ (see WHEELS) and print the sizes
 #   scripts/gpu_train.sh --out /tmp/gpu --pack "$OUT"  # on the device: the run tool, carry=[".whl"]
 #   scripts/gpu_train.sh --tiny --out /tmp/tiny        # the same steps with tiny recipes, on a CPU (the test's)
 #   scripts/gpu_train.sh [--tiny] --plan               # the step budgets, checked to add up; nothing runs
 #
-# The output folder (--out, default runs/gpu): bundle/clip and bundle/diffusion (the new encoder and generator;
-# the generator's generator.json names the encoder by the path it was trained with, so load it with
-# --encoder bundle/clip, or serve the bundle folder as a preset), recipes/ (what ran), logs/<step>.log,
-# eval/ (scores, JSON and markdown), bench/ (benchmark tables), tests/ (the CUDA tests' JUnit XML), work/
-# (checkpoints, sample grids), steps.tsv, summary.json and summary.md (every step: status, exit code, seconds,
-# budget). --pack DIR also writes five files to DIR, within the device tool's limits on what comes back (8 files,
-# 16 MiB each): summary.md, summary.json, bundle-clip.tar.gz, bundle-diffusion.tar.gz, reports.tar.gz.
+# The output folder (--out, default runs/gpu): bundle/clip, bundle/diffusion and bundle/vlm (the new encoder,
+# generator and VLM; the generator's generator.json and the VLM's config.json name the encoder by the path they
+# were trained with, so load them with --encoder bundle/clip, or serve the bundle folder as a preset), recipes/
+# (what ran), logs/<step>.log, eval/ (scores, JSON and markdown), bench/ (benchmark tables), tests/ (the CUDA tests'
+# JUnit XML), work/ (checkpoints, sample grids), steps.tsv, summary.json and summary.md (every step: status, exit
+# code, seconds, budget). --pack DIR also writes six files to DIR, within the device tool's limits on what comes
+# back (8 files, 16 MiB each): summary.md, summary.json, bundle-clip.tar.gz, bundle-diffusion.tar.gz,
+# bundle-vlm.tar.gz, reports.tar.gz.
 #
 # Every step runs under `timeout` with its budget (BUDGET below, seconds), capped by one deadline, so the run ends
 # in time; a step that fails or times out is recorded and the steps that do not need it still run. Each training
 # part runs a short first chunk, is sized to its budget from that chunk's pace (scripts/gpu_recipes.py size), runs
-# the rest, and, if its timeout cuts it off, is exported from its last checkpoint (finalize).
+# the rest, and, if its timeout cuts it off, is exported from its last checkpoint (finalize). If the encoder does
+# not come out, the prior and the decoder train on the bundled encoder and the bundled VLM stands (not retrained:
+# it reads the encoder's patch tokens, and the bundled ones are what it was trained on).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -84,55 +87,63 @@ fi
 # ---------------------------------------------------------------------- plan: budgets (seconds) and sizes
 declare -A BUDGET FIRST
 if [[ $MODE == gpu ]]; then
-  # Lanes run side by side while training (the GPU is mostly idle: these models are CPU-bound, see
-  # gpu_recipes.py): A = encoder, then prior (eval_clip beside it); B = decoder; C = CUDA tests, then the memory
-  # benchmark (peak memory, not speed). The timed benchmarks run alone, after training.
+  # Lanes run side by side (the GPU is mostly idle: these models are CPU-bound, see gpu_recipes.py). The binding
+  # stage trains both towers, so whatever reads the encoder waits for it: first the encoder alone (A), then on
+  # the new encoder the prior, the decoder and the VLM side by side, with eval_clip beside them; from the start,
+  # beside all of it, C = the CUDA tests, then the memory benchmark (peak memory, not speed). After training, the
+  # generator's export and eval_diffusion, with eval_vlm beside them (untimed); the timed benchmarks run alone.
   # Install (27 wheels and the editable checkout: 5 s on CPython 3.12 here), prepare and export are short and
-  # given little; training gets what the rest leaves (250 s, within issue 14's 6 minutes).
+  # given little; training gets what the rest leaves (260 s: 100 for the encoder, then 160 for each of the three).
   TOTAL=540
-  BUDGET=([install]=30 [prepare]=10 [encoder]=100 [eval_clip]=100 [prior]=150 [decoder]=250 [cuda_tests]=90
-    [bench_memory]=100 [export]=25 [eval_diffusion]=75 [bench_classify]=25 [bench_vlm]=40 [bench_diffusion]=60
-    [pack]=10)
-  FIRST=([binding]=100 [prior]=80 [decoder]=150)  # steps of each part's first (pace-measuring) chunk
+  BUDGET=([install]=25 [prepare]=10 [encoder]=100 [eval_clip]=100 [prior]=160 [decoder]=160 [vlm]=160
+    [cuda_tests]=90 [bench_memory]=100 [export]=25 [eval_diffusion]=75 [eval_vlm]=60 [bench_classify]=25
+    [bench_vlm]=40 [bench_diffusion]=60 [pack]=10)
+  # steps of each part's first (pace-measuring) chunk; the VLM's is its projector stage (gpu_recipes.py VLM_GPU)
+  FIRST=([binding]=100 [prior]=80 [decoder]=150 [vlm]=100)
   RESERVE=25  # seconds kept back in each part for a finalize run (start-up + export)
   cpus=$(nproc)
-  W_ENC=$((cpus / 2)) W_PRIOR=3 W_DEC=3
+  W_ENC=$((cpus * 3 / 4)) W_PRIOR=3 W_DEC=3 W_VLM=3  # the encoder alone, then three parts on 12 of 16 cores
   EVAL_CLIP=(--count 1000)
   EVAL_DIFFUSION=(--count 50 --images 4)
+  EVAL_VLM=(--count 500)  # 14 generations a scene (captions, six question types, two splits)
   DTYPE=(--dtype fp16)
   BENCH_CLASSIFY=()
   BENCH_VLM=(--no-compile)  # the torch.compile'd row's compile alone could take the step's budget
   BENCH_DIFFUSION=(--score-count 10)
 else
   TOTAL=900
-  BUDGET=([install]=60 [prepare]=30 [encoder]=150 [eval_clip]=90 [prior]=150 [decoder]=300 [cuda_tests]=150
-    [bench_memory]=0 [export]=60 [eval_diffusion]=90 [bench_classify]=60 [bench_vlm]=60 [bench_diffusion]=60
-    [pack]=30)
-  FIRST=([binding]=4 [prior]=4 [decoder]=2)  # the decoder alone is sized from a first chunk (saves start-ups)
+  BUDGET=([install]=60 [prepare]=30 [encoder]=150 [eval_clip]=90 [prior]=250 [decoder]=250 [vlm]=250
+    [cuda_tests]=150 [bench_memory]=0 [export]=60 [eval_diffusion]=90 [eval_vlm]=120 [bench_classify]=60
+    [bench_vlm]=60 [bench_diffusion]=60 [pack]=30)
+  # the decoder and the VLM (its projector stage) alone are sized from a first chunk (saves start-ups)
+  FIRST=([binding]=4 [prior]=4 [decoder]=2 [vlm]=2)
   RESERVE=60
-  W_ENC=0 W_PRIOR=0 W_DEC=0
+  W_ENC=0 W_PRIOR=0 W_DEC=0 W_VLM=0
   EVAL_CLIP=(--count 8)
   EVAL_DIFFUSION=(--count 1 --images 4 --steps 4)
+  EVAL_VLM=(--count 4)
   DTYPE=()
   BENCH_CLASSIFY=(--batch-size 8 --labels 4 --repeats 1)
   BENCH_VLM=(--batch-sizes 1 --new-tokens 4 --repeats 1 --no-compile)
   BENCH_DIFFUSION=(--batch-size 1 --steps 2 --fast-steps 2 --score-count 0 --repeats 1)
 fi
 b() { echo "${BUDGET[$1]}"; }
-lane_a=$(($(b encoder) + $(b prior))) lane_b=$(b decoder) lane_c=$(($(b cuda_tests) + $(b bench_memory)))
-training=$((lane_a > lane_b ? lane_a : lane_b))
-training=$((training > lane_c ? training : lane_c))
-planned=$(($(b install) + $(b prepare) + training + $(b export) + $(b eval_diffusion) + $(b bench_classify) +
-  $(b bench_vlm) + $(b bench_diffusion) + $(b pack)))
+max() { local m=$1 x; for x; do ((x > m)) && m=$x; done; echo "$m"; }
+# lane A: the encoder, then the three parts and eval_clip side by side; lane C beside it from the start
+training=$(max $(($(b encoder) + $(max "$(b prior)" "$(b decoder)" "$(b vlm)" "$(b eval_clip)"))) \
+  $(($(b cuda_tests) + $(b bench_memory))))
+evaluation=$(max $(($(b export) + $(b eval_diffusion))) "$(b eval_vlm)")
+planned=$(($(b install) + $(b prepare) + training + evaluation + $(b bench_classify) + $(b bench_vlm) +
+  $(b bench_diffusion) + $(b pack)))
 SLACK=10  # for timeout's kill-after and the summaries
-if ((planned + SLACK > TOTAL || $(b encoder) + $(b eval_clip) > training)); then
+if ((planned + SLACK > TOTAL)); then
   echo "gpu_train.sh: the budgets add up to ${planned} s, over ${TOTAL} s less ${SLACK} s of slack" >&2
   exit 2
 fi
 DEADLINE=$((TOTAL - SLACK - $(b pack)))  # in $SECONDS since the start; the pack step may use the rest
 if ((PLAN)); then  # --plan: the budgets, checked, and nothing run
   for step in "${!BUDGET[@]}"; do printf '%-16s %4d s\n' "$step" "${BUDGET[$step]}"; done | sort
-  echo "$MODE: ${planned} s planned of ${TOTAL} s; training lanes ${training} s"
+  echo "$MODE: ${planned} s planned of ${TOTAL} s; training lanes ${training} s, evaluation ${evaluation} s"
   exit 0
 fi
 
@@ -256,7 +267,43 @@ echo "$ROOT/weights/shapes/clip" >"$WORK/encoder.txt"  # until the new one is ex
 
 # ---------------------------------------------------------------------- 3. training, in lanes
 GRID=$WORK/diffusion/finished/grid/grid_projection.safetensors VAE=$WORK/diffusion/finished/vae.json
-lane_encoder_prior() {
+lane_prior() {  # ENCODER
+  if [[ -f $RECIPES/prior.json && -f $VAE ]]; then
+    # the decoder lane fits the grid (on the same encoder) first; the wait comes out of the prior's budget
+    local t0=$SECONDS
+    if [[ -f $RECIPES/decoder.json ]]; then
+      for _ in $(seq $(($(b prior) / 2))); do [[ -f $GRID ]] && break || sleep 1; done
+    fi
+    NOTE="encoder $1" train_part prior $(($(b prior) - (SECONDS - t0))) "$WORK/diffusion/finished/prior.json" \
+      "$WORK/diffusion/prior/checkpoint" "$RECIPES/prior.json" prior $PY -m triptych.diffusion.train \
+      --recipe "$RECIPES/prior.json" --out "$BUNDLE/diffusion" --workdir "$WORK/diffusion" --parts prior \
+      --workers "$W_PRIOR" || true
+  else
+    skip_part prior "no recipe or no VAE (the prepare step failed)"
+  fi
+}
+lane_decoder() {  # ENCODER
+  if [[ -f $RECIPES/decoder.json && -f $VAE ]]; then
+    NOTE="encoder $1" train_part decoder "$(b decoder)" "$WORK/diffusion/finished/decoder.json" \
+      "$WORK/diffusion/decoder/checkpoint" "$RECIPES/decoder.json" decoder $PY -m triptych.diffusion.train \
+      --recipe "$RECIPES/decoder.json" --out "$BUNDLE/diffusion" --workdir "$WORK/diffusion" --parts decoder \
+      --workers "$W_DEC" || true
+  else
+    skip_part decoder "no recipe or no VAE (the prepare step failed)"
+  fi
+}
+lane_vlm() {  # ENCODER: only the new one (the bundled VLM already reads the bundled encoder)
+  if [[ $1 != "$BUNDLE/clip" ]]; then
+    skip_part vlm "no new encoder: the bundled VLM stands"
+  elif [[ -f $RECIPES/vlm.json ]]; then
+    NOTE="encoder $1" train_part vlm "$(b vlm)" "$BUNDLE/vlm/manifest.json" "$WORK/vlm/checkpoint" \
+      "$RECIPES/vlm.json" vlm $PY -m triptych.vlm.train --recipe "$RECIPES/vlm.json" --encoder "$1" \
+      --out "$BUNDLE/vlm" --workdir "$WORK/vlm" --workers "$W_VLM" || true
+  else
+    skip_part vlm "no recipe (the prepare step failed)"
+  fi
+}
+lane_training() {  # A: the encoder alone, then on it the prior, the decoder, the VLM and eval_clip side by side
   local encoder=$BUNDLE/clip
   if [[ -f $RECIPES/clip.json ]]; then
     train_part encoder "$(b encoder)" "$encoder/manifest.json" "$WORK/clip/binding/checkpoint" "$RECIPES/clip.json" \
@@ -271,30 +318,19 @@ lane_encoder_prior() {
       "${EVAL_CLIP[@]}" --json "$OUTDIR/eval/clip.json" --markdown "$OUTDIR/eval/clip.md" &
   else
     skip eval_clip "no new encoder"
-    encoder=$ROOT/weights/shapes/clip  # the prior trains on the bundled one instead (summary notes it)
+    encoder=$ROOT/weights/shapes/clip  # the generator trains on the bundled one instead (summary notes it)
   fi
-  if [[ -f $RECIPES/prior.json && -f $VAE ]]; then
-    $PY "$HELPER" use-encoder --recipe "$RECIPES/prior.json" --encoder "$encoder" >/dev/null || true
-    for _ in $(seq 60); do [[ -f $GRID ]] && break || sleep 1; done  # the decoder lane fits the grid first
-    NOTE="encoder $encoder" train_part prior "$(b prior)" "$WORK/diffusion/finished/prior.json" \
-      "$WORK/diffusion/prior/checkpoint" "$RECIPES/prior.json" prior $PY -m triptych.diffusion.train \
-      --recipe "$RECIPES/prior.json" --out "$BUNDLE/diffusion" --workdir "$WORK/diffusion" --parts prior \
-      --workers "$W_PRIOR" || true
-  else
-    skip_part prior "no recipe or no VAE (the prepare step failed)"
-  fi
+  for part in prior decoder; do  # named the new encoder by `recipes`; the bundled one when it did not come out
+    if [[ -f $RECIPES/$part.json ]]; then
+      $PY "$HELPER" use-encoder --recipe "$RECIPES/$part.json" --encoder "$encoder" >/dev/null || true
+    fi
+  done
+  lane_prior "$encoder" &
+  lane_decoder "$encoder" &
+  lane_vlm "$encoder" &
   wait
 }
-lane_decoder() {
-  if [[ -f $RECIPES/decoder.json && -f $VAE ]]; then
-    train_part decoder "$(b decoder)" "$WORK/diffusion/finished/decoder.json" "$WORK/diffusion/decoder/checkpoint" \
-      "$RECIPES/decoder.json" decoder $PY -m triptych.diffusion.train --recipe "$RECIPES/decoder.json" \
-      --out "$BUNDLE/diffusion" --workdir "$WORK/diffusion" --parts decoder --workers "$W_DEC" || true
-  else
-    skip_part decoder "no recipe or no VAE (the prepare step failed)"
-  fi
-}
-lane_tests_memory() {
+lane_tests_memory() {  # C
   # the CUDA-only tests: every test named *cuda* in the files that skip without CUDA (they skip on a CPU)
   local files
   mapfile -t files < <(grep -l "cuda.is_available()" tests/test_*.py)
@@ -308,45 +344,63 @@ lane_tests_memory() {
     skip bench_memory "tiny run: four full app processes would take minutes on a CPU"
   fi
 }
-lane_encoder_prior &
-lane_decoder &
+lane_training &
 lane_tests_memory &
 wait
 ENCODER=$(cat "$WORK/encoder.txt")
 
 # ---------------------------------------------------------------------- 4. export, evaluation, benchmarks
-export GENERATOR=$BUNDLE/diffusion
-export_generator() {  # the export's recipe: the prior's (on the new encoder) with the decoder's section
+export GENERATOR=$BUNDLE/diffusion CAPTIONER=$BUNDLE/vlm
+export_generator() {  # the export's recipe: the prior's with the decoder's section (one encoder, both)
   $PY "$HELPER" merge --prior "$RECIPES/prior.json" --decoder "$RECIPES/decoder.json" --out "$RECIPES/diffusion.json" &&
     $PY -m triptych.diffusion.train --recipe "$RECIPES/diffusion.json" --out "$GENERATOR" --workdir "$WORK/diffusion" \
       --parts prior decoder
 }
-if [[ -f $WORK/diffusion/finished/prior.json && -f $WORK/diffusion/finished/decoder.json ]]; then
-  NOTE="encoder $ENCODER" run_step export "$(b export)" bash -c "$(declare -f export_generator); export_generator" ||
-    true
-else
-  skip export "the prior or the decoder did not finish"
-fi
+lane_generator() {  # the export, then its evaluation
+  if [[ -f $WORK/diffusion/finished/prior.json && -f $WORK/diffusion/finished/decoder.json ]]; then
+    NOTE="encoder $ENCODER" run_step export "$(b export)" bash -c "$(declare -f export_generator); export_generator" ||
+      true
+  else
+    skip export "the prior or the decoder did not finish"
+  fi
+  if [[ -f $GENERATOR/manifest.json ]]; then
+    run_step eval_diffusion "$(b eval_diffusion)" $PY -m triptych.apps.evaluation.main diffusion \
+      --model "$GENERATOR" --encoder "$ENCODER" "${EVAL_DIFFUSION[@]}" --json "$OUTDIR/eval/diffusion.json" \
+      --markdown "$OUTDIR/eval/diffusion.md" || true
+  else
+    skip eval_diffusion "no new generator"
+  fi
+}
+lane_captioner() {  # beside it: the new VLM's evaluation
+  if [[ -f $CAPTIONER/manifest.json ]]; then
+    run_step eval_vlm "$(b eval_vlm)" $PY -m triptych.apps.evaluation.main vlm --model "$CAPTIONER" \
+      --encoder "$ENCODER" "${EVAL_VLM[@]}" --json "$OUTDIR/eval/vlm.json" --markdown "$OUTDIR/eval/vlm.md" || true
+  else
+    skip eval_vlm "no new VLM"
+  fi
+}
+lane_generator &
+lane_captioner &
+wait
 bench() {  # NAME ARGS...: `triptych-benchmark NAME ARGS...`, its table also in bench/NAME.md
   local name=$1
   shift
   run_step "bench_$name" "$(b "bench_$name")" $PY -m triptych.apps.benchmarks.main "$name" "$@" || true
   table "$LOGS/bench_$name.log" "$OUTDIR/bench/$name.md"
 }
+# timed, so one at a time with nothing beside them: the new encoder, VLM and generator (or the bundled ones, when
+# they did not come out)
+BENCH_GENERATOR=(--model shapes) BENCH_CAPTIONER=(--model shapes) GENERATOR_NOTE="the bundled generator"
+CAPTIONER_NOTE="the bundled VLM"
 if [[ -f $GENERATOR/manifest.json ]]; then
-  run_step eval_diffusion "$(b eval_diffusion)" $PY -m triptych.apps.evaluation.main diffusion \
-    --model "$GENERATOR" --encoder "$ENCODER" "${EVAL_DIFFUSION[@]}" --json "$OUTDIR/eval/diffusion.json" \
-    --markdown "$OUTDIR/eval/diffusion.md" || true
-  BENCH_GENERATOR=(--model "$GENERATOR" --encoder "$ENCODER")
-else
-  skip eval_diffusion "no new generator"
-  BENCH_GENERATOR=(--model shapes)
+  BENCH_GENERATOR=(--model "$GENERATOR" --encoder "$ENCODER") GENERATOR_NOTE="the new generator"
 fi
-# timed, so one at a time with nothing beside them: the new encoder and generator (or the bundled ones, when they
-# did not come out); the VLM is the bundled one
-bench classify --model "$ENCODER" "${BENCH_CLASSIFY[@]}" "${DTYPE[@]}"
-bench vlm --model shapes "${BENCH_VLM[@]}" "${DTYPE[@]}"
-bench diffusion "${BENCH_GENERATOR[@]}" "${BENCH_DIFFUSION[@]}" "${DTYPE[@]}"
+if [[ -f $CAPTIONER/manifest.json ]]; then
+  BENCH_CAPTIONER=(--model "$CAPTIONER" --encoder "$ENCODER") CAPTIONER_NOTE="the new VLM"
+fi
+NOTE="encoder $ENCODER" bench classify --model "$ENCODER" "${BENCH_CLASSIFY[@]}" "${DTYPE[@]}"
+NOTE=$CAPTIONER_NOTE bench vlm "${BENCH_CAPTIONER[@]}" "${BENCH_VLM[@]}" "${DTYPE[@]}"
+NOTE=$GENERATOR_NOTE bench diffusion "${BENCH_GENERATOR[@]}" "${BENCH_DIFFUSION[@]}" "${DTYPE[@]}"
 
 # ---------------------------------------------------------------------- 5. summary (and the pack)
 summarize() {
@@ -356,7 +410,7 @@ summarize() {
 pack() {
   local dest=$PACK
   mkdir -p "$dest"
-  for part in clip diffusion; do
+  for part in clip diffusion vlm; do
     [[ -d $BUNDLE/$part ]] && tar -C "$BUNDLE" -czf "$dest/bundle-$part.tar.gz" "$part"
   done
   (cd "$OUTDIR" && tar -czf "$dest/reports.tar.gz" steps.tsv recipes logs eval bench tests \

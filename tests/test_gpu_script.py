@@ -1,11 +1,13 @@
 """scripts/gpu_train.sh, the one-shot GPU recipe: its budgets add up, its helper sizes and finalizes training
-parts from checkpoints, and its tiny dry run goes through every step on a CPU and leaves a bundle that loads."""
+parts from checkpoints (the VLM's staged recipe too), and its tiny dry run goes through every step on a CPU and
+leaves a bundle (encoder, generator, VLM) that loads."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -19,20 +21,29 @@ SCRIPT = ROOT / "scripts" / "gpu_train.sh"
 STEPS = {
     "install",
     "prepare",
-    *(f"{part}_{chunk}" for part in ("encoder", "prior", "decoder") for chunk in ("first", "rest", "finalize")),
+    *(f"{part}_{chunk}" for part in ("encoder", "prior", "decoder", "vlm") for chunk in ("first", "rest", "finalize")),
     "eval_clip",
     "cuda_tests",
     "bench_memory",
     "export",
     "eval_diffusion",
+    "eval_vlm",
     "bench_classify",
     "bench_vlm",
     "bench_diffusion",
     "pack",
 }
-# in a tiny run the encoder and prior finish in their first chunk, nothing needs finalizing, and the memory
-# benchmark (four full app processes) is left out
-TINY_SKIPS = {"encoder_rest", "prior_rest", "encoder_finalize", "prior_finalize", "decoder_finalize", "bench_memory"}
+# in a tiny run the encoder and prior finish in their first chunk (the decoder and the VLM are sized after
+# theirs), nothing needs finalizing, and the memory benchmark (four full app processes) is left out
+TINY_SKIPS = {
+    "encoder_rest",
+    "prior_rest",
+    "encoder_finalize",
+    "prior_finalize",
+    "decoder_finalize",
+    "vlm_finalize",
+    "bench_memory",
+}
 
 
 def helper():
@@ -86,17 +97,47 @@ def test_finalize_sets_the_last_checkpoint_step(tmp_path):
         gpu.main(["finalize", "--recipe", str(recipe), "--stage", "binding", "--checkpoint", str(tmp_path / "none")])
 
 
+def test_size_and_finalize_refit_the_vlm_stages(tmp_path):
+    gpu = helper()
+    recipe = tmp_path / "vlm.json"
+    stages = [{"name": "projector", "steps": 100, "train": ["projector"]}, {"name": "full", "steps": 1100}]
+    recipe.write_text(json.dumps({"vlm": {"vision_layer": -1}, "stages": stages}))
+
+    def run(*args: str) -> list[int]:
+        gpu.main([*args, "--recipe", str(recipe), "--stage", "vlm"])
+        saved = json.loads(recipe.read_text())
+        assert saved["vlm"] == {"vision_layer": -1}  # the model's config, not a stage
+        return [s["steps"] for s in saved["stages"]]
+
+    # the first chunk was the projector stage: 100 steps in 20 s of a 35 s chunk; 85% of 100 s left -> 425 more
+    ckpt = checkpoint(tmp_path / "checkpoint", step=100, elapsed=20.0)
+    assert run("size", "--checkpoint", str(ckpt), "--wall", "35", "--left", "115") == [100, 425]
+    # cut off at step 300: the export keeps the projector stage and the full stage's 200 steps
+    (ckpt / "state.json").write_text(json.dumps({"state": {"step": 300, "elapsed_s": 60.0}}))
+    assert run("finalize", "--checkpoint", str(ckpt)) == [100, 200]
+    # mid-stage: the stages left share the steps in proportion, the one in progress keeps what it has done
+    assert [s["steps"] for s in gpu.fit_stages(stages, 60, 600)] == [60, 540]
+    assert [s["steps"] for s in gpu.fit_stages(stages, 10, 600)] == [50, 550]
+
+
 def test_gpu_recipes_keep_the_models_and_raise_the_batches(tmp_path):
     gpu = helper()
     gpu.main(["recipes", "--mode", "gpu", "--dir", str(tmp_path), "--encoder", str(tmp_path / "clip")])
     cpu = json.loads((ROOT / "weights/recipes/shapes_diffusion_grid.json").read_text())
     prior, decoder = (json.loads((tmp_path / f"{p}.json").read_text()) for p in ("prior", "decoder"))
-    assert prior["encoder"] == str(tmp_path / "clip") and decoder["encoder"].endswith("weights/shapes/clip")
+    # the binding stage trains the image tower too, so the decoder trains on the new encoder, as the prior does
+    assert prior["encoder"] == decoder["encoder"] == str(tmp_path / "clip")
     for part in ("prior", "decoder"):
         assert prior[part]["model"] == cpu[part]["model"] and prior[part]["batch_size"] > cpu[part]["batch_size"]
     assert decoder["decoder"]["grid_channels"] == cpu["decoder"]["grid_channels"]
     binding = json.loads((tmp_path / "clip.json").read_text())["binding"]
-    assert "visual" in binding["freeze"] and binding["batch_size"] == 256
+    assert "visual" not in binding.get("freeze", ()) and binding["batch_size"] == 256
+    # the VLM reads the encoder's patch tokens: retrained on the new encoder, same model, larger batch
+    cpu_vlm = json.loads((ROOT / "weights/recipes/shapes_vlm.json").read_text())
+    vlm = json.loads((tmp_path / "vlm.json").read_text())
+    assert vlm["encoder"] == str(tmp_path / "clip") and vlm["decoder"] == cpu_vlm["decoder"]
+    assert vlm["batch_size"] > cpu_vlm["batch_size"]
+    assert [(s["name"], s["train"]) for s in vlm["stages"]] == [(s["name"], s["train"]) for s in cpu_vlm["stages"]]
 
 
 def test_slim_wheel_drops_the_front_end_and_its_record_lines(tmp_path):
@@ -132,24 +173,33 @@ def test_tiny_dry_run_leaves_a_loadable_bundle_and_a_full_summary(tmp_path):
         assert rows[name]["rc"] == 0 and rows[name]["status"] == "ok", rows[name]
         assert (out / "logs" / f"{name}.log").is_file()
     assert summary["failed"] == [] and summary["trained"]["decoder"]["steps"] == 4
+    assert summary["trained"]["vlm"]["steps"] == 4  # projector 2 (the first chunk) + full 2 (the sized rest)
     summary_md = (out / "summary.md").read_text()
     assert all(f"| {name} |" in summary_md for name in STEPS)
 
-    from triptych import clip, diffusion
+    from triptych import clip, diffusion, vlm
+    from triptych.world import render, sample_scene
 
     encoder = clip.load(str(out / "bundle" / "clip"), device="cpu")
     assert encoder.encode_text(["a red circle"]).shape == (1, encoder.embed_dim)
     generator = diffusion.load(str(out / "bundle" / "diffusion"), device="cpu")
     assert len(generator.generate("a red circle", steps=2, prior_steps=2, progress=False)) == 1
-    for name in ("clip.json", "diffusion.json"):
+    # the VLM was retrained on the new encoder (its config names it) and loads onto it
+    config = json.loads((out / "bundle" / "vlm" / "config.json").read_text())
+    assert Path(config["vlm"]["encoder"]).resolve() == (out / "bundle" / "clip").resolve()
+    captioner = vlm.load(str(out / "bundle" / "vlm"), encoder=encoder)
+    assert len(captioner.caption([render(sample_scene(random.Random(0)))])) == 1
+    for name in ("clip.json", "diffusion.json", "vlm.json"):
         assert json.loads((out / "eval" / name).read_text())["scores"]["in_distribution"]
     assert all((out / "bench" / f"{name}.md").read_text().startswith("|") for name in ("classify", "vlm", "diffusion"))
+    assert rows["bench_vlm"]["note"] == "the new VLM" and rows["bench_diffusion"]["note"] == "the new generator"
 
     # what the device tool brings back: at most 8 files of at most 16 MiB, plain names
     packed = sorted(pack.iterdir())
     assert [p.name for p in packed] == [
         "bundle-clip.tar.gz",
         "bundle-diffusion.tar.gz",
+        "bundle-vlm.tar.gz",
         "reports.tar.gz",
         "summary.json",
         "summary.md",
