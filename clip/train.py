@@ -1,13 +1,15 @@
 """Contrastive training of an open_clip model on the shapes world (CLIP or SigLIP loss), through accelerate.
 
-Two stages: `train` (both towers, multi-positive targets), then, when the recipe has one, `binding`: NegCLIP's
-recipe, each scene's prompt joined by a minimal edit of it as a hard negative (world/edits.py), and half of each
-batch compositional probes with their exact edits, so the encoder learns word order (which colour goes with which
-shape, left from right, which group has two). Both towers train: left from right must be told apart in the image
-embedding as well (`"freeze": ["visual"]` trains the text tower alone, keeping image features bit for bit).
+Stages: `train` (both towers, multi-positive targets), then, when the recipe has them, NegCLIP's recipe: each
+scene's prompt joined by a minimal edit of it as a hard negative (world/edits.py). `binding` trains on
+compositional probes with their exact edits (which colour goes with which shape, left from right, which group has
+two); `binding_mix` then mixes every prompt form back in, so zero-shot classification recovers while binding
+stays (probes alone cost position and count classification; mixed from the start, relations are never learned).
+Both towers train: left from right must be told apart in the image embedding as well (`"freeze": ["visual"]`
+trains the text tower alone, keeping image features bit for bit).
 
     python -m triptych.clip.train --recipe weights/recipes/shapes_clip.json --out weights/shapes/clip
-    python -m triptych.clip.train --init weights/shapes/clip --out new_clip   # the binding stage alone, from a folder
+    python -m triptych.clip.train --init weights/shapes/clip --out new_clip   # the binding stages alone, from a folder
     accelerate launch -m triptych.clip.train --recipe ...        # many GPUs / nodes
 
 Seeded, resumable from --workdir (safetensors checkpoints every `save_every` steps), progress bar, and a final
@@ -225,6 +227,53 @@ class ClipLoop(Loop):
         return {"loss": f"{self.state['loss']:.3f}", "lr": f"{self.optimizer.param_groups[0]['lr']:.1e}"}
 
 
+BINDING_STAGES = ("binding", "binding_mix")  # probes first (relations need them), then every prompt form again
+
+
+def run_binding_stage(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    recipe: dict,
+    stage: str,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    workdir: Path,
+    origin: str,
+    geometry: Callable[[Image.Image], Image.Image] | None,
+    resume: bool,
+    workers: int,
+    stop_after: int | None,
+) -> dict | None:
+    """One hard-negative stage (`binding`, then `binding_mix`), resumable from workdir/<stage>; a checkpoint
+    records the model it started from (`origin`) and a resume from another is refused. Returns the stage's state,
+    or None when stopped early."""
+    bind = recipe[stage]
+    model.requires_grad_(True)  # a previous stage's freeze does not carry over
+    loop = ClipLoop(accelerator, model, recipe, tokenizer, workdir / stage / "checkpoint", stage=stage)
+    if resume:
+        loop.resume()
+        if loop.state["step"] and loop.state.get("start") != origin:
+            raise ValueError(
+                f"{workdir / stage} holds a {stage} run started from {loop.state.get('start', 'another model')}, "
+                f"not from {origin}: use another --workdir or --no-resume"
+            )
+    loop.state["start"] = origin  # saved with every checkpoint
+    model.train()
+    for name in bind.get("freeze", ()):
+        getattr(model, name).eval()
+    batches = WorldBatches(
+        bind["seed"],
+        bind["batch_size"],
+        accelerator.process_index,
+        bind.get("twins", 0.0),
+        geometry,
+        hard_negatives=bind.get("hard_negatives", 0.0),
+        probe_scenes=bind.get("probe_scenes", 0.0),
+        forms=bind.get("prompt_forms"),
+        probe_kinds=bind.get("probe_kinds"),
+    )
+    return loop.run(batches, workers, stop_after)
+
+
 def train(
     recipe: dict,
     out: Path,
@@ -265,42 +314,22 @@ def train(
     else:
         model.load_state_dict(load_safetensors(Path(init) / "open_clip_model.safetensors"))
         states["train"] = {"init": str(init)}
-    if "binding" in recipe:
-        bind = recipe["binding"]
-        if bind.get("hard_negatives") and cfg["loss"] == "siglip" and world > 1:
+    origin = str(init) if init is not None else f"stage 1 at step {states['train']['step']}"
+    for stage in BINDING_STAGES:
+        if stage not in recipe:
+            continue
+        if recipe[stage].get("hard_negatives") and cfg["loss"] == "siglip" and world > 1:
             raise ValueError("hard negatives with the SigLIP loss run on one process only")
-        loop = ClipLoop(accelerator, model, recipe, tokenizer, workdir / "binding" / "checkpoint", stage="binding")
-        start = str(init) if init is not None else f"stage 1 at step {states['train']['step']}"
-        if resume:
-            loop.resume()
-            if loop.state["step"] and loop.state.get("start") != start:
-                raise ValueError(
-                    f"{workdir / 'binding'} holds a binding run started from "
-                    f"{loop.state.get('start', 'another model')}, not from {start}: "
-                    "use another --workdir or --no-resume"
-                )
-        loop.state["start"] = start  # saved with every checkpoint
-        model.train()
-        for name in bind.get("freeze", ()):
-            getattr(model, name).eval()
-        batches = WorldBatches(
-            bind["seed"],
-            bind["batch_size"],
-            rank,
-            bind.get("twins", 0.0),
-            geometry,
-            hard_negatives=bind.get("hard_negatives", 0.0),
-            probe_scenes=bind.get("probe_scenes", 0.0),
-            forms=bind.get("prompt_forms"),
-            probe_kinds=bind.get("probe_kinds"),
+        states[stage] = run_binding_stage(
+            accelerator, model, recipe, stage, tokenizer, workdir, origin, geometry, resume, workers, stop_after
         )
-        states["binding"] = loop.run(batches, workers, stop_after)
-        if states["binding"] is None:
+        if states[stage] is None:
             return None
-    if "step" not in states.get("binding", states["train"]):
+        origin = f"{stage} at step {states[stage]['step']}"
+    last = states[list(states)[-1]]
+    if "step" not in last:
         raise ValueError("--init trains the binding stage; this recipe has none")
-    last = states.get("binding") or states["train"]
-    state = {  # both stages together; each one's own in `stages`
+    state = {  # every stage together; each one's own in `stages`
         "step": sum(s.get("step", 0) for s in states.values()),
         "elapsed_s": sum(s.get("elapsed_s", 0.0) for s in states.values()),
         "loss": last.get("loss"),

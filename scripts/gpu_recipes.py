@@ -52,6 +52,8 @@ BUNDLED = ROOT / "weights" / "shapes"
 # becomes 7e-4 at 256); the EMA decays are shortened to the runs' lengths (~1000 steps, not the CPU runs' 2400-6000).
 GPU = {
     "binding": {"batch_size": 256, "lr": 7e-4, "steps": 800, "warmup_steps": 50, "save_every": 100},
+    # the mixing stage after it is short and not sized (`size` paces the binding stage): a fixed 150 steps
+    "binding_mix": {"batch_size": 256, "lr": 3e-4, "steps": 150, "warmup_steps": 10, "save_every": 50},
     "prior": {"batch_size": 256, "lr": 1.4e-3, "steps": 1000, "warmup_steps": 50, "ema": 0.995, "save_every": 100},
     "decoder": {
         "batch_size": 256,
@@ -79,6 +81,7 @@ VLM_GPU = {
 # VLM decoder; a few steps each.
 TINY = {
     "binding": {"batch_size": 8, "steps": 4, "warmup_steps": 1, "save_every": 2},
+    "binding_mix": {"batch_size": 8, "steps": 2, "warmup_steps": 1, "save_every": 2},
     "prior": {
         "model": {"num_layers": 1},  # heads x head dim stay the encoder's text width (the grid prior needs it)
         "batch_size": 4,

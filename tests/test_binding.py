@@ -121,17 +121,21 @@ def test_binding_stage_trains_both_towers_unless_one_is_frozen(tmp_path):
     visual = [k for k in before if k.startswith("visual.")]
     text = [k for k in before if k.startswith("transformer.")]
     info = train(recipe, tmp_path / "bound", tmp_path / "work", workers=0, init=tmp_path / "first")
-    assert info["stages"]["binding"]["step"] == 2
+    assert info["stages"]["binding"]["step"] == info["stages"]["binding_mix"]["step"] == 2  # probes, then mixed
     after = load_file(tmp_path / "bound/open_clip_model.safetensors")
     for keys in (visual, text):  # the recipe's binding stage teaches the image side too (relations live there)
         assert any(not torch.equal(before[k], after[k]) for k in keys)
-    recipe["binding"]["freeze"] = ["visual"]
+    for stage in ("binding", "binding_mix"):
+        recipe[stage]["freeze"] = ["visual"]
     train(recipe, tmp_path / "text_only", tmp_path / "work_text", workers=0, init=tmp_path / "first")
     after = load_file(tmp_path / "text_only/open_clip_model.safetensors")
     assert visual and all(torch.equal(before[k], after[k]) for k in visual)
     assert any(not torch.equal(before[k], after[k]) for k in text)
-    whole = train(recipe, tmp_path / "whole", tmp_path / "work_whole", workers=0)  # both stages in one call
-    assert whole["steps"] == 4 and set(whole["stages"]) == {"train", "binding"}
+    whole = train(recipe, tmp_path / "whole", tmp_path / "work_whole", workers=0)  # every stage in one call
+    assert whole["steps"] == 6 and set(whole["stages"]) == {"train", "binding", "binding_mix"}
+    recipe["binding"]["steps"] = 3  # binding resumes to step 3; the mixed stage's checkpoint came after step 2
+    with pytest.raises(ValueError, match="binding_mix run started from binding at step 2, not from binding at step 3"):
+        train(recipe, tmp_path / "other", tmp_path / "work_whole", workers=0)
 
 
 def test_relation_prompts_get_their_inversion_and_every_edit_kind_leads():

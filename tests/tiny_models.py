@@ -12,12 +12,13 @@ RECIPE = json.loads((Path(__file__).resolve().parents[1] / "weights/recipes/shap
 
 
 def tiny_recipe(loss: str = "clip", steps: int = 4, batch_size: int = 8, binding_steps: int = 0) -> dict:
-    """The bundled recipe at test size; the binding stage only when `binding_steps` is given."""
+    """The bundled recipe at test size; the binding stages (each `binding_steps` long) only when it is given."""
     recipe = copy.deepcopy(RECIPE)
-    binding = recipe.pop("binding")
+    stages = {stage: recipe.pop(stage) for stage in ("binding", "binding_mix")}
     if binding_steps:
-        recipe["binding"] = {**binding, "steps": binding_steps, "batch_size": batch_size, "warmup_steps": 1}
-        recipe["binding"]["save_every"] = 2
+        for stage, cfg in stages.items():
+            recipe[stage] = {**cfg, "steps": binding_steps, "batch_size": batch_size, "warmup_steps": 1}
+            recipe[stage]["save_every"] = 2
     recipe["model_cfg"]["embed_dim"] = 32
     recipe["model_cfg"]["vision_cfg"].update(width=64, layers=1, head_width=32)
     recipe["model_cfg"]["text_cfg"].update(width=32, layers=1, heads=2)
