@@ -24,6 +24,7 @@ import json
 import math
 import random
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from safetensors.torch import save_file
 from torchvision import transforms as T
 
 from triptych.core.checkpoint import training_record
+from triptych.core.manifest import sha256
 from triptych.core.training import (
     Loop,
     export_folder,
@@ -257,6 +259,7 @@ def run_binding_stage(
                 f"not from {origin}: use another --workdir or --no-resume"
             )
     loop.state["start"] = origin  # saved with every checkpoint
+    loop.state.setdefault("run", uuid.uuid4().hex[:12])  # names this stage's run for the stage after it
     model.train()
     for name in bind.get("freeze", ()):
         getattr(model, name).eval()
@@ -306,6 +309,7 @@ def train(
         loop = ClipLoop(accelerator, model, recipe, tokenizer, workdir / "checkpoint")
         if resume:
             loop.resume()
+        loop.state.setdefault("run", uuid.uuid4().hex[:12])  # names this run for the binding stages' checkpoints
         loop.model.train()
         batches = WorldBatches(cfg["seed"], cfg["batch_size"], rank, cfg.get("twins", 0.0), geometry)
         states["train"] = loop.run(batches, workers, stop_after)
@@ -314,7 +318,10 @@ def train(
     else:
         model.load_state_dict(load_safetensors(Path(init) / "open_clip_model.safetensors"))
         states["train"] = {"init": str(init)}
-    origin = str(init) if init is not None else f"stage 1 at step {states['train']['step']}"
+    if init is not None:  # the folder's weights, by digest: another export at the same path is another start
+        origin = f"{init} ({sha256(Path(init) / 'open_clip_model.safetensors')[:16]})"
+    else:
+        origin = f"stage 1 run {states['train']['run']} at step {states['train']['step']}"
     for stage in BINDING_STAGES:
         if stage not in recipe:
             continue
@@ -325,7 +332,7 @@ def train(
         )
         if states[stage] is None:
             return None
-        origin = f"{stage} at step {states[stage]['step']}"
+        origin = f"{stage} run {states[stage]['run']} at step {states[stage]['step']}"
     last = states[list(states)[-1]]
     if "step" not in last:
         raise ValueError("--init trains the binding stage; this recipe has none")

@@ -4,7 +4,8 @@ and metrics written while training.
 
     python -m triptych.diffusion.train --recipe weights/recipes/shapes_diffusion.json --out weights/shapes/diffusion
     python -m triptych.diffusion.train --data my_captioned_images/ --out my_generator   # bring your own data
-    python -m triptych.diffusion.train --encoder new_clip/ --init weights/shapes/diffusion --out tuned
+    python -m triptych.diffusion.train --recipe weights/recipes/shapes_diffusion_tune.json --encoder new_clip/ \
+        --init weights/shapes/diffusion --workdir runs/tune --out tuned
         # fine-tune a trained generator (its VAE kept) onto another encoder, e.g. after the encoder's binding stage
 """
 
@@ -157,6 +158,30 @@ class PartLoop(Loop):
 
     def postfix(self) -> dict[str, str]:
         return {"loss": f"{self.state['loss']:.4f}"}
+
+
+def check_origin(run: Run) -> None:
+    """The work folder belongs to one run: what it started from (`--init`, or nothing) and the encoder it trains on
+    are kept in `origin.json`; resuming with others is refused, so finished parts or checkpoints of another run
+    are never taken for this one's."""
+    origin = {"init": str(run.init) if run.init is not None else None, "encoder": str(run.recipe["encoder"])}
+    path = run.workdir / "origin.json"
+    used = [p for p in ("finished", *PARTS) if (run.workdir / p).exists()]
+    if run.resume and path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != origin:
+            raise ValueError(
+                f"{run.workdir} holds a run started from {saved}, not {origin}: use another --workdir or --no-resume"
+            )
+    elif run.resume and used and run.init is not None:
+        raise ValueError(
+            f"{run.workdir} holds parts of a run with no record of its start ({', '.join(used)}): "
+            "--init needs its own --workdir (or --no-resume)"
+        )
+    if run.accelerator.is_main_process:
+        run.workdir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(origin, indent=1))
+    run.accelerator.wait_for_everyone()
 
 
 def start_from(run: Run, model: torch.nn.Module, folder: str) -> None:
@@ -335,6 +360,7 @@ def train(
     folder: its VAE is kept as it is, and the prior and the decoder start from its weights (a fine-tune)."""
     set_seed(recipe["seed"])
     run = Run(recipe, workdir, data, workers, resume, Path(init) if init is not None else None)
+    check_origin(run)
     finished = workdir / "finished"
     record: dict = {}
     if resume and (finished / "vae.json").is_file():
@@ -342,7 +368,11 @@ def train(
         record["vae"] = json.loads((finished / "vae.json").read_text())
     elif run.init is not None:  # the init's VAE, as trained: latents keep their statistics
         vae = VQModel.from_pretrained(run.init / "movq", use_safetensors=True).to(run.device).float()
-        record["vae"] = {**read_json(run.init / "training.json")["parts"]["vae"], "init": str(run.init)}
+        trained = read_json(run.init / "training.json").get("parts", {}).get("vae")
+        if not isinstance(trained, dict):
+            raise WeightsError(f"--init {run.init}: training.json has no record of its VAE (parts.vae)")
+        # not trained in this run: no steps or seconds counted, the init's record kept beside
+        record["vae"] = {"step": 0, "elapsed_s": 0.0, "init": str(run.init), "from_init": trained}
         finish_part(run.accelerator, finished, "vae", record["vae"], {"movq": vae})
     else:
         done = train_vae(run, stop_after)

@@ -4,6 +4,7 @@ binding stage, the loss over more texts than images, and the stage itself (both 
 from __future__ import annotations
 
 import random
+import shutil
 
 import pytest
 import torch
@@ -134,7 +135,13 @@ def test_binding_stage_trains_both_towers_unless_one_is_frozen(tmp_path):
     whole = train(recipe, tmp_path / "whole", tmp_path / "work_whole", workers=0)  # every stage in one call
     assert whole["steps"] == 6 and set(whole["stages"]) == {"train", "binding", "binding_mix"}
     recipe["binding"]["steps"] = 3  # binding resumes to step 3; the mixed stage's checkpoint came after step 2
-    with pytest.raises(ValueError, match="binding_mix run started from binding at step 2, not from binding at step 3"):
+    with pytest.raises(
+        ValueError, match=r"binding_mix run started from binding run (\w+) at step 2, not from binding run \1 at"
+    ):
+        train(recipe, tmp_path / "other", tmp_path / "work_whole", workers=0)
+    recipe["binding"]["steps"] = 2
+    shutil.rmtree(tmp_path / "work_whole" / "binding")  # a fresh binding run: the mixing checkpoint is not its
+    with pytest.raises(ValueError, match=r"binding_mix run started from binding run \w+ at step 2, not from binding"):
         train(recipe, tmp_path / "other", tmp_path / "work_whole", workers=0)
 
 

@@ -175,6 +175,9 @@ def test_init_fine_tunes_from_a_trained_generator(trained, tmp_path, encoder_dir
         recipe[part]["lr"] = 0.0
     info = train(recipe, tmp_path / "tuned", tmp_path / "work", workers=0, init=trained[0])
     assert info["init"] == str(trained[0]) and info["parts"]["vae"]["init"] == str(trained[0])
+    assert info["parts"]["vae"]["step"] == 0 and info["parts"]["vae"]["from_init"]["step"] > 0  # not trained here
+    with pytest.raises(ValueError, match="holds a run started from"):  # the work folder is that fine-tune's
+        train(recipe, tmp_path / "other", tmp_path / "work", workers=0)
     scratch = train(recipe, tmp_path / "scratch", tmp_path / "work_scratch", workers=0)
     assert scratch is not None
     for folder in ("movq", "prior", "unet"):
