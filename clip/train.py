@@ -203,6 +203,8 @@ class ClipLoop(Loop):
         )
         name = "clip" if stage == "train" else f"clip {stage}"
         super().__init__(accelerator, model, optimizer, ckpt, cfg["steps"], cfg["save_every"], name=name)
+        # names this run, so the stage after it can tell its own start from another run's at the same step
+        self.state["run"] = uuid.uuid4().hex[:12]
         self.cfg, self.tokenizer, device = cfg, tokenizer, accelerator.device
         self.mean = torch.tensor(recipe["preprocess_cfg"]["mean"], device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(recipe["preprocess_cfg"]["std"], device=device).view(1, 3, 1, 1)
@@ -217,6 +219,13 @@ class ClipLoop(Loop):
         with self.accelerator.autocast():
             features = self.wrapped(images, tokens)
             return self.loss_fn(*features, match=match.to(device))
+
+    def resume(self, with_optimizer: bool = True) -> None:
+        """A resumed run keeps the id of the run that wrote the checkpoint (a checkpoint from before ids keeps
+        the fresh one)."""
+        fresh = self.state["run"]
+        super().resume(with_optimizer)
+        self.state.setdefault("run", fresh)
 
     def lr(self, step: int, group: dict) -> float:
         return lr_at(step, self.cfg["lr"], self.cfg["warmup_steps"], self.total)
@@ -259,7 +268,6 @@ def run_binding_stage(
                 f"not from {origin}: use another --workdir or --no-resume"
             )
     loop.state["start"] = origin  # saved with every checkpoint
-    loop.state.setdefault("run", uuid.uuid4().hex[:12])  # names this stage's run for the stage after it
     model.train()
     for name in bind.get("freeze", ()):
         getattr(model, name).eval()
@@ -309,7 +317,6 @@ def train(
         loop = ClipLoop(accelerator, model, recipe, tokenizer, workdir / "checkpoint")
         if resume:
             loop.resume()
-        loop.state.setdefault("run", uuid.uuid4().hex[:12])  # names this run for the binding stages' checkpoints
         loop.model.train()
         batches = WorldBatches(cfg["seed"], cfg["batch_size"], rank, cfg.get("twins", 0.0), geometry)
         states["train"] = loop.run(batches, workers, stop_after)

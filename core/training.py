@@ -184,9 +184,11 @@ def export_folder(out: Path) -> Iterator[Path]:
 
 
 # ---------------------------------------------------------------------- the command line
-def training_parser(prog: str, doc: str, recipe: str, out: str, workdir: str) -> argparse.ArgumentParser:
+def training_parser(
+    prog: str, doc: str, recipe: str, out: str, workdir: str, encoder_option: bool = False
+) -> argparse.ArgumentParser:
     """A trainer's command line: --recipe, --out, --workdir (defaults given), --workers, --no-resume and
-    --stop-after; the trainer adds its own flags."""
+    --stop-after, and --encoder for trainers that build on the shared encoder; the trainer adds its own flags."""
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=recipe, help="recipe JSON")
     parser.add_argument("--out", default=out, help="the exported weights folder")
@@ -194,12 +196,17 @@ def training_parser(prog: str, doc: str, recipe: str, out: str, workdir: str) ->
     parser.add_argument("--workers", type=int, default=1, help="data-loading worker processes")
     parser.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
     parser.add_argument("--stop-after", type=int, help="checkpoint and stop after this many steps (resume later)")
+    if encoder_option:
+        parser.add_argument("--encoder", help="override the recipe's encoder (a clip.load name, preset or folder)")
     return parser
 
 
 def read_recipe(args: argparse.Namespace) -> dict:
-    """The recipe JSON named by --recipe."""
-    return json.loads(Path(args.recipe).read_text())
+    """The recipe JSON named by --recipe, with --encoder (where the trainer has it) in place of its encoder."""
+    recipe = json.loads(Path(args.recipe).read_text())
+    if getattr(args, "encoder", None):
+        recipe["encoder"] = args.encoder
+    return recipe
 
 
 def run_options(args: argparse.Namespace) -> dict:

@@ -474,17 +474,15 @@ def main(argv: list[str] | None = None) -> None:
         "weights/recipes/shapes_diffusion.json",
         "weights/shapes/diffusion",
         "runs/diffusion",
+        encoder_option=True,
     )
     parser.add_argument("--data", help="a folder of images with same-named .txt captions")
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=PARTS, help="train only these parts now (resume the rest later)"
     )
-    parser.add_argument("--encoder", help="override the recipe's encoder (a clip.load name, preset or folder)")
     parser.add_argument("--init", help="a trained generator folder to fine-tune from (its VAE kept)")
     args = parser.parse_args(argv)
     recipe = read_recipe(args)
-    if args.encoder:
-        recipe["encoder"] = args.encoder
     if "fine_tunes" in recipe and not args.init:
         parser.error(f"{args.recipe} fine-tunes a trained generator: pass --init FOLDER ({recipe['fine_tunes']})")
     info = train(recipe, **run_options(args), data=args.data, parts=args.parts, init=args.init)

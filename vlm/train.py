@@ -184,15 +184,17 @@ def train(
 
 def main(argv: list[str] | None = None) -> None:
     parser = training_parser(
-        "python -m triptych.vlm.train", __doc__, "weights/recipes/shapes_vlm.json", "weights/shapes/vlm", "runs/vlm"
+        "python -m triptych.vlm.train",
+        __doc__,
+        "weights/recipes/shapes_vlm.json",
+        "weights/shapes/vlm",
+        "runs/vlm",
+        encoder_option=True,
     )
     parser.add_argument("--data", help="a folder of images with .txt captions, or a JSONL of {image, prompt, answer}")
-    parser.add_argument("--encoder", help="override the recipe's encoder (a clip.load name, preset or folder)")
     parser.add_argument("--decoder", help="override the recipe's decoder: a Llama-family folder or preset name")
     args = parser.parse_args(argv)
     recipe = read_recipe(args)
-    if args.encoder:
-        recipe["encoder"] = args.encoder
     if args.decoder:
         recipe["decoder_path"] = args.decoder
     if any(s["steps"] <= 0 for s in recipe["stages"]) or recipe["batch_size"] <= 0:

@@ -48,6 +48,7 @@ def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: b
     (c1, s1), (c2, s2) = _two_pairs(rng, held_out)
     background = rng.choice(("white", "black"))
     suffix = " on a black background" if background == "black" else ""
+    said = "black" if background == "black" else None  # what the texts say of it: a white one goes unnamed (either)
     if kind == "count_swap":
         cells = rng.sample(range(GRID * GRID), 3)
         objs = [_object(rng, c1, s1, cells[0]), _object(rng, c1, s1, cells[1]), _object(rng, c2, s2, cells[2])]
@@ -57,8 +58,8 @@ def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: b
             true, edit = f"{pair} and {single}", f"{swapped_single} and {swapped_pair}"
         else:
             true, edit = f"{single} and {pair}", f"{swapped_pair} and {swapped_single}"
-        true_spec = _objects_spec((c1, s1), (c1, s1), (c2, s2), background=background)
-        edit_spec = _objects_spec((c1, s1), (c2, s2), (c2, s2), background=background)
+        true_spec = _objects_spec((c1, s1), (c1, s1), (c2, s2), background=said)
+        edit_spec = _objects_spec((c1, s1), (c2, s2), (c2, s2), background=said)
         scene = Scene(tuple(objs), background)
         return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
     if kind == "attribute_swap":
@@ -67,8 +68,8 @@ def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: b
         a, b = scene.objects
         true = f"a {a.color} {a.shape} and a {b.color} {b.shape}"
         edit = f"a {b.color} {a.shape} and a {a.color} {b.shape}"
-        true_spec = _objects_spec((a.color, a.shape), (b.color, b.shape), background=background)
-        edit_spec = _objects_spec((b.color, a.shape), (a.color, b.shape), background=background)
+        true_spec = _objects_spec((a.color, a.shape), (b.color, b.shape), background=said)
+        edit_spec = _objects_spec((b.color, a.shape), (a.color, b.shape), background=said)
         return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
     line = rng.randrange(GRID)  # relation_inversion: a pair in one row or one column
     first, second = sorted(rng.sample(range(GRID), 2))
@@ -82,16 +83,14 @@ def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: b
     true = f"a {a.color} {a.shape} {rel} a {b.color} {b.shape}"
     edit = f"a {a.color} {a.shape} {INVERSE[rel]} a {b.color} {b.shape}"
     named = (ObjectSpec(a.shape, a.color), ObjectSpec(b.shape, b.color))
-    said = "black" if background == "black" else None  # an unnamed background is either
     true_spec = PromptSpec("relation", named, rel, background=said)
     edit_spec = PromptSpec("relation", named, INVERSE[rel], background=said)
     return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
 
 
-def _objects_spec(*pairs: tuple[str, str], background: str) -> PromptSpec:
-    """Exactly these (colour, shape) objects, in any order; the background named only when black."""
-    objects = tuple(ObjectSpec(shape, color) for color, shape in pairs)
-    return PromptSpec("objects", objects, background="black" if background == "black" else None)
+def _objects_spec(*pairs: tuple[str, str], background: str | None) -> PromptSpec:
+    """Exactly these (colour, shape) objects, in any order, on `background` (None: either)."""
+    return PromptSpec("objects", tuple(ObjectSpec(shape, color) for color, shape in pairs), background=background)
 
 
 def _two_pairs(rng: random.Random, held_out: bool) -> tuple[tuple[str, str], tuple[str, str]]:
