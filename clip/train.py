@@ -37,11 +37,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from torchvision import transforms as T
 
-from triptych.core.checkpoint import training_record
+from triptych.core.checkpoint import export_folder, training_record
 from triptych.core.manifest import sha256
 from triptych.core.training import (
     Loop,
-    export_folder,
     lr_at,
     make_accelerator,
     read_recipe,

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from .errors import WeightsError
+from .manifest import MANIFEST, write_manifest
 from .weights_files import load_safetensors
 
 PARTIAL, PREVIOUS = ".partial", ".previous"
@@ -181,3 +182,21 @@ def training_record(recipe: dict, state: dict, device: torch.device | str, **ext
         "torch": torch.__version__,
         **extra,
     }
+
+
+# ---------------------------------------------------------------------- the exported folder
+@contextmanager
+def export_folder(out: Path) -> Iterator[Path]:
+    """A weights folder written whole: fill the yielded temp folder; files of the existing `out` it lacks (a
+    model card, a sample grid) are kept, never its folders (an old model part the new export does not have), the
+    sha256 manifest is written last, and the folder replaces `out` in one switch, so a crash leaves the old export
+    or the new one, each matching its manifest."""
+    with replace_folder(out) as tmp:
+        yield tmp
+        old = current_folder(out)
+        for entry in sorted(old.iterdir()) if old else ():
+            target = tmp / entry.name
+            if entry.name == MANIFEST or target.exists() or entry.is_dir():
+                continue
+            shutil.copy2(entry, target)
+        write_manifest(tmp)

@@ -14,10 +14,8 @@ import argparse
 import itertools
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +24,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from .checkpoint import current_folder, has_checkpoint, load_checkpoint, replace_folder, save_checkpoint
-from .manifest import MANIFEST, write_manifest
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 
 
 def make_accelerator() -> Accelerator:
@@ -163,24 +160,6 @@ class Loop:
             acc.print(f"{self.prefix}{stopped}; run again to resume from {self.checkpoint}")
             return None
         return state
-
-
-# ---------------------------------------------------------------------- the exported folder
-@contextmanager
-def export_folder(out: Path) -> Iterator[Path]:
-    """A weights folder written whole: fill the yielded temp folder; files of the existing `out` it lacks (a
-    model card, a sample grid) are kept, never its folders (an old model part the new export does not have), the
-    sha256 manifest is written last, and the folder replaces `out` in one switch, so a crash leaves the old export
-    or the new one, each matching its manifest."""
-    with replace_folder(out) as tmp:
-        yield tmp
-        old = current_folder(out)
-        for entry in sorted(old.iterdir()) if old else ():
-            target = tmp / entry.name
-            if entry.name == MANIFEST or target.exists() or entry.is_dir():
-                continue
-            shutil.copy2(entry, target)
-        write_manifest(tmp)
 
 
 # ---------------------------------------------------------------------- the command line

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from .grid import FOLDER as GRID_FOLDER
 from .grid import GridProjection
 
-StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, timestep, latents)
+# (step index, timestep, latents) after each step; latents it returns replace the loop's (diffusers' callback)
+StepCallback = Callable[[int, int, torch.Tensor], torch.Tensor | None]
 
 
 class DecoderStage:
@@ -155,7 +156,9 @@ class DecoderStage:
                 out = out[:, :channels]
             latents = self.scheduler.step(out, t, latents, generator=generator)[0]
             if callback is not None:
-                callback(i, int(t), latents)
+                replaced = callback(i, int(t), latents)
+                if isinstance(replaced, torch.Tensor):
+                    latents = replaced.to(device, dtype)
         return latents
 
     def split(self, conditions: torch.Tensor, latent_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -7,9 +7,12 @@ space, img2img, best-of-N reranking by the encoder and DALL-E 2's prior candidat
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from triptych import clip
@@ -24,6 +27,9 @@ from .schedulers import make_scheduler, scheduler_name
 from .settings import GenerationSettings, is_real
 
 MAX_BATCH_IMAGES = 256  # prompts x num_images x best_of in one call
+# as diffusers: PIL images; (N, H, W, 3) float32 array; (N, 3, H, W) float tensor (both in [0, 1], before 8-bit
+# rounding); (N, C, h, w) decoder latents before the VAE
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 class UnCLIPGenerator:
@@ -41,7 +47,7 @@ class UnCLIPGenerator:
         self.prior, self.decoder, self.encoder = prior, decoder, encoder
         self.image_size, self.name = image_size, name
         self.defaults = (defaults or GenerationSettings()).checked()
-        self._decoder_scheduler_config = dict(decoder.scheduler.config)
+        self.decoder_scheduler_config = dict(decoder.scheduler.config)  # as loaded; calls may switch scheduler
         self._zero: torch.Tensor | None = None
         prior.zero_condition = self.zero_condition
 
@@ -62,26 +68,72 @@ class UnCLIPGenerator:
         progress: bool = True,
         output_type: str = "pil",
         **settings,
-    ) -> list[Image.Image] | torch.Tensor:
-        """`num_images` images per prompt, prompt-major: PIL images, or with output_type="pt" the (N, 3, H, W)
-        float pixels in [0, 1] before 8-bit rounding (as diffusers' output_type). Other settings: see
+    ) -> list[Image.Image] | torch.Tensor | np.ndarray:
+        """`num_images` images per prompt, prompt-major, as `output_type` (see OUTPUT_TYPES). Other settings: see
         GenerationSettings."""
-        if output_type not in ("pil", "pt"):
-            raise InvalidSettingError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        _check_output_type(output_type)
         _check_callback(callback)
         changes = dict(seed=seed, steps=steps, guidance=guidance, num_images=num_images, **settings)
         s = self._settings("generate", changes, unused=("strength",))
-        prompts = check_texts(prompts, "prompt")
-        negatives = self._negatives(negative_prompt, len(prompts))
-        self._check_batch(len(prompts) * s.num_images * s.best_of)
-        generator = _generator(s.seed)
-        embeds, negative = self._prior(prompts, negatives, s, generator, progress)
+        return self._text_to_image(prompts, negative_prompt, s, _generator(s.seed), callback, progress, output_type)
 
-        def target() -> torch.Tensor:  # (N, D): each image's prompt, for best-of-N
-            return self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        prior_num_inference_steps: int | None = None,
+        prior_guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[..., dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+    ) -> ImagePipelineOutput | tuple:
+        """Text to image in diffusers' words (as KandinskyV22CombinedPipeline's call): the same as `generate`,
+        with `generator` (a torch.Generator; default: the seed 0) for the seed and an output with `.images`.
+        `callback_on_step_end(pipe, step, timestep, {"latents": ...})` runs after each decoder step; the latents
+        it returns replace the loop's. Size is the generator's own: height/width may only restate it."""
+        for side, value in (("height", height), ("width", width)):
+            if value is not None and value != self.image_size:
+                raise InvalidSettingError(f"{side} must be {self.image_size} (this generator's size), got {value}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise InvalidSettingError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        _check_output_type(output_type)
+        unknown = sorted(set(callback_on_step_end_tensor_inputs) - {"latents"})
+        if unknown:
+            raise InvalidSettingError(f"callback_on_step_end_tensor_inputs: only 'latents' is offered, not {unknown}")
+        _check_callback(callback_on_step_end)
+        callback = None
+        if callback_on_step_end is not None:
 
-        pixels = self._decode(embeds, negative, s, generator, target, callback, progress)
-        return pixels.float() if output_type == "pt" else _to_pil(pixels)
+            def callback(step: int, timestep: int, latents: torch.Tensor) -> torch.Tensor:
+                returned = callback_on_step_end(self, step, timestep, {"latents": latents}) or {}
+                return returned.get("latents", latents)
+
+        changes = dict(
+            steps=num_inference_steps,
+            guidance=guidance_scale,
+            num_images=num_images_per_prompt,
+            prior_steps=prior_num_inference_steps,
+            prior_guidance=prior_guidance_scale,
+        )
+        s = self._settings("__call__", changes)
+        generator = generator if generator is not None else _generator(s.seed)
+        images = self._text_to_image(prompt, negative_prompt, s, generator, callback, True, output_type)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def save_pretrained(self, folder: str | Path, encoder: str | None = None) -> Path:
+        """Write this generator as a folder `diffusion.load` (and, for the decoder half, diffusers'
+        `DiffusionPipeline.from_pretrained`) reads back; `encoder`: the name generator.json gives its encoder
+        (default: the loaded encoder's name)."""
+        from .saving import save_generator
+
+        return save_generator(self, folder, encoder)
 
     def variations(
         self,
@@ -204,6 +256,30 @@ class UnCLIPGenerator:
         return self._zero
 
     # ------------------------------------------------------------------ internals
+    def _text_to_image(
+        self,
+        prompts: str | Sequence[str],
+        negative_prompt: str | Sequence[str] | None,
+        s: GenerationSettings,
+        generator: torch.Generator,
+        callback: StepCallback | None,
+        progress: bool,
+        output_type: str,
+    ) -> list[Image.Image] | torch.Tensor | np.ndarray:
+        prompts = check_texts(prompts, "prompt")
+        negatives = self._negatives(negative_prompt, len(prompts))
+        self._check_batch(len(prompts) * s.num_images * s.best_of)
+        if output_type == "latent" and s.best_of > 1:
+            raise InvalidSettingError("best_of ranks decoded images: it cannot give output_type='latent'")
+        embeds, negative = self._prior(prompts, negatives, s, generator, progress)
+
+        def target() -> torch.Tensor:  # (N, D): each image's prompt, for best-of-N
+            return self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)
+
+        latent = output_type == "latent"
+        out = self._decode(embeds, negative, s, generator, target, callback, progress, latent=latent)
+        return _as_output(out, output_type)
+
     def _prior(
         self,
         prompts: list[str],
@@ -253,12 +329,13 @@ class UnCLIPGenerator:
         callback: StepCallback | None = None,
         progress: bool = True,
         init_latents: torch.Tensor | None = None,
+        latent: bool = False,
     ) -> torch.Tensor:
-        """Denoise and decode every embedding to (N, 3, H, W) pixels in [0, 1]; with best_of > 1 keep, per group
-        of best_of draws, the image the encoder finds closest to its row of `target()` ((N, D) normalised
-        embeddings, computed only then)."""
+        """Denoise and decode every embedding to (N, 3, H, W) pixels in [0, 1] (with `latent`, stop at the
+        (N, C, h, w) latents); with best_of > 1 keep, per group of best_of draws, the image the encoder finds
+        closest to its row of `target()` ((N, D) normalised embeddings, computed only then)."""
         if scheduler_name(self.decoder.scheduler) != s.scheduler:
-            self.decoder.scheduler = make_scheduler(s.scheduler, self._decoder_scheduler_config)
+            self.decoder.scheduler = make_scheduler(s.scheduler, self.decoder_scheduler_config)
         latents = self.decoder(
             embeds,
             negative,
@@ -272,6 +349,8 @@ class UnCLIPGenerator:
             callback=callback,
             progress=progress,
         )
+        if latent:
+            return latents
         pixels = self.decoder.decode(latents)  # (N * best_of, 3, H, W) in [0, 1]
         if s.best_of == 1 or target is None:
             return pixels
@@ -321,6 +400,20 @@ class UnCLIPGenerator:
         if image.size != size:
             image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=1)
         return to_pixels([image], self.decoder.device)
+
+
+def _check_output_type(output_type: object) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise InvalidSettingError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {output_type!r}")
+
+
+def _as_output(out: torch.Tensor, output_type: str) -> list[Image.Image] | torch.Tensor | np.ndarray:
+    """Decoded (N, 3, H, W) pixels in [0, 1] (or latents) as `output_type` asks."""
+    if output_type == "pil":
+        return _to_pil(out)
+    if output_type == "np":
+        return out.float().permute(0, 2, 3, 1).cpu().numpy()
+    return out.float() if output_type == "pt" else out
 
 
 def _check_callback(callback: object) -> None:

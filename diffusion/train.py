@@ -25,11 +25,10 @@ from diffusers.training_utils import compute_snr
 from torchvision.utils import make_grid, save_image
 
 from triptych import clip
-from triptych.core.checkpoint import replace_folder, training_record, write_text_atomic
+from triptych.core.checkpoint import export_folder, replace_folder, training_record, write_text_atomic
 from triptych.core.errors import WeightsError
 from triptych.core.training import (
     Loop,
-    export_folder,
     lr_at,
     make_accelerator,
     read_recipe,
@@ -46,6 +45,7 @@ from .grid import GridProjection, image_condition, zero_condition
 from .loading import CONFIG
 from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
 from .prior import PriorStage
+from .saving import write_model_index
 from .schedulers import make_scheduler
 
 PARTS = ("vae", "prior", "decoder")
@@ -465,6 +465,7 @@ def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = Fal
             (tmp / folder / "scheduler_config.json").write_text(json.dumps(scheduler, indent=1) + "\n")
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+        write_model_index(tmp)  # diffusers opens the decoder half (pooled layout only)
 
 
 def main(argv: list[str] | None = None) -> None:

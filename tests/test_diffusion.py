@@ -395,8 +395,23 @@ def test_a_pooled_export_over_a_grid_one_keeps_no_grid(trained, tmp_path, encode
     recipe["decoder"]["grid_channels"] = 0
     train(recipe, out, tmp_path / "work", workers=0)
     assert not (out / "grid").exists()  # an old model part is never carried into a new export
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == "KandinskyV22Pipeline"
     gen = diffusion.load(str(out), encoder=clip.load(encoder_dir, device="cpu"))
     assert gen.decoder.grid is None and len(gen.generate("a red circle", **FAST)) == 1
+
+
+def test_a_grid_generator_saves_and_loads_back_without_a_diffusers_index(gen, trained, tmp_path):
+    assert not (trained[0] / "model_index.json").exists()  # KandinskyV22Pipeline cannot feed the grid channels
+    gen.generate("a star", scheduler="dpm++", **FAST)  # a call that switches the scheduler must not be saved
+    out = gen.save_pretrained(tmp_path / "saved", encoder="tiny")
+    assert not (out / "model_index.json").exists() and (out / "grid" / "grid_projection.safetensors").is_file()
+    assert json.loads((out / "scheduler" / "scheduler_config.json").read_text()) == json.loads(
+        (trained[0] / "scheduler" / "scheduler_config.json").read_text()
+    )
+    again = diffusion.load(str(out), encoder=gen.encoder)
+    assert json.loads((out / "generator.json").read_text())["encoder"] == "tiny"
+    first, second = (g.generate("a red circle", output_type="pt", **FAST) for g in (gen, again))
+    assert torch.equal(first, second)
 
 
 def test_a_grid_that_does_not_fit_is_refused_at_load(trained, tmp_path, encoder_dir):

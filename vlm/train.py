@@ -18,11 +18,10 @@ from accelerate.utils import set_seed
 
 from triptych import clip
 from triptych.core import presets
-from triptych.core.checkpoint import has_checkpoint, read_checkpoint_state, training_record
+from triptych.core.checkpoint import export_folder, has_checkpoint, read_checkpoint_state, training_record
 from triptych.core.datasets import FileSamples, read_samples
 from triptych.core.training import (
     Loop,
-    export_folder,
     lr_at,
     make_accelerator,
     read_recipe,
