@@ -2,7 +2,7 @@
 
 A preset is fetched with the hub client (its cache, resumable downloads, progress bars), or read from a local
 folder laid out as `hf download REPO --local-dir FOLDER/<repo name>` writes it, one subfolder per repository.
-Only safetensors, JSON and tokenizer text files are fetched; nothing else is ever read.
+Only safetensors, JSON, tokenizer text files and chat templates are fetched; nothing else is ever read.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from .errors import WeightsError
 
-WEIGHT_FILES = ("*.json", "*.safetensors", "*.txt")  # configs, weights, tokenizer vocab/merges
+WEIGHT_FILES = (
+    "*.json",
+    "*.safetensors",
+    "*.txt",
+    "*.jinja",
+)  # configs, weights, tokenizer vocab/merges, chat templates
 
 # role -> files a local copy must have (globs, relative to the repository folder)
 REQUIRED: dict[str, tuple[str, ...]] = {

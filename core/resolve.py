@@ -82,7 +82,10 @@ def _from_folder(name: str, folder: Path) -> Parts:
     pair = find_kandinsky_pair(folder)
     if pair is not None:
         return Parts(name, str(pair[0]), generator=pair[0], decoder=pair[1])
-    return Parts(name, encoder=str(folder)) if _is_encoder(folder) else Parts(name)
+    if _is_encoder(folder):
+        return Parts(name, encoder=str(folder))
+    _refuse_transformers_vlm(folder)
+    return Parts(name)
 
 
 def _is_encoder(folder: Path) -> bool:
@@ -98,6 +101,23 @@ def _is_encoder(folder: Path) -> bool:
 def _from_repos(name: str, folders: dict[str, Path]) -> Parts:
     encoder = folders.get("encoder", folders.get("prior"))  # else the CLIP Kandinsky's prior repository ships
     return Parts(name, str(encoder) if encoder else None, None, folders.get("prior"), folders.get("decoder"))
+
+
+def _refuse_transformers_vlm(folder: Path) -> None:
+    """A transformers vision-language folder (LlavaForConditionalGeneration and the like) is not ours to guess
+    at: say what it is rather than "holds nothing loadable"."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return
+    data = read_json(config)
+    architectures = data.get("architectures") if isinstance(data.get("architectures"), list) else []
+    vision_language = [a for a in architectures if isinstance(a, str) and a.endswith("ForConditionalGeneration")]
+    if vision_language or "llava" in str(data.get("model_type", "")):
+        what = vision_language[0] if vision_language else f"model_type {data.get('model_type')!r}"
+        raise WeightsError(
+            f"{folder} is a transformers vision-language folder ({what}); triptych does not convert it. A "
+            f"triptych VLM folder has config.json with a 'vlm' section (vlm.load, or Captioner.save_pretrained)"
+        )
 
 
 def _is_vlm(folder: Path) -> bool:

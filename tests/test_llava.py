@@ -4,21 +4,30 @@ tokenizer.json (SmolLM2's special tokens), joined to an open_clip encoder, train
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from tests.tiny_models import make_tiny_encoder_dir
 from triptych import clip, vlm
+from triptych.core.errors import WeightsError
 from triptych.vlm.train import train
 from triptych.world import caption, export_folder, sample_scene
 
 RECIPE = json.loads((Path(__file__).resolve().parents[1] / "weights/recipes/llava_smollm2.json").read_text())
 SPECIALS = list(RECIPE["special_tokens"].values())
+# SmolLM2-Instruct's chat template, as its tokenizer_config.json carries it
+SMOLLM2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 def make_llama_folder(folder: Path) -> Path:
@@ -33,6 +42,8 @@ def make_llama_folder(folder: Path) -> Path:
     tok.train_from_iterator(texts, trainer)
     folder.mkdir(parents=True)
     tok.save(str(folder / "tokenizer.json"))
+    config = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": SMOLLM2_TEMPLATE}))
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=tok.get_vocab_size(),
@@ -87,3 +98,28 @@ def test_the_trained_folder_loads_with_its_own_tokenizer_and_captions(setup):
     assert captioner.codec.eos_id == captioner.codec.tokenizer.token_to_id("<|im_end|>")
     out = captioner.caption(sorted(data.glob("*.png"))[:2], max_new_tokens=5)
     assert len(out) == 2 and all(isinstance(text, str) for text in out)
+
+
+def test_an_instruct_decoder_is_prompted_through_its_chat_template(setup):
+    root, recipe, data = setup
+    if not (root / "out/model.safetensors").is_file():
+        train(recipe, root / "out", root / "work", workers=0, data=str(data))
+    captioner = vlm.load(str(root / "out"), encoder=clip.load(recipe["encoder"], device="cpu"))
+    assert captioner.vlm.config.chat_template
+    reference = AutoTokenizer.from_pretrained(recipe["decoder_path"])  # the decoder's own folder, as published
+    messages = [{"role": "user", "content": "Describe the image."}]
+    expected = reference.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    (ours,) = captioner._prompt_ids(["Describe the image."], max_new_tokens=4)
+    assert ours == list(expected["input_ids"])
+    assert reference.decode(ours).endswith("<|im_start|>assistant\n")
+    # the exported folder carries the template and the decoder's special tokens for AutoTokenizer
+    exported = AutoTokenizer.from_pretrained(root / "out")
+    assert exported.chat_template == SMOLLM2_TEMPLATE and exported.eos_token == "<|im_end|>"
+
+
+def test_a_chat_recipe_on_a_decoder_without_a_template_is_refused(setup, tmp_path):
+    root, recipe, data = setup
+    bare = Path(shutil.copytree(recipe["decoder_path"], tmp_path / "bare"))
+    (bare / "tokenizer_config.json").unlink()
+    with pytest.raises(WeightsError, match="chat template"):
+        train({**recipe, "decoder_path": str(bare)}, tmp_path / "out", tmp_path / "work", workers=0, data=str(data))

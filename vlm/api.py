@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from triptych import clip
+from triptych.core.checkpoint import export_folder
 from triptych.core.checks import check_batch_size, check_texts
 from triptych.core.devices import resolve_device, resolve_dtype
 from triptych.core.errors import InvalidImageError, InvalidTextError, WeightsError
@@ -40,7 +41,7 @@ class Captioner:
         budget = cfg.decoder.max_position_embeddings - self.image_tokens - max_new_tokens
         out = []
         for i, prompt in enumerate(prompts):
-            ids = [self.codec.bos_id, *self.codec.encode(prompt), *self.codec.encode(cfg.sep)]
+            ids = self.codec.prompt_ids(prompt, cfg.sep, cfg.chat_template)
             if len(ids) > budget:
                 raise InvalidTextError(f"prompt #{i} is {len(ids)} tokens; the limit is {budget}")
             out.append(ids)
@@ -94,6 +95,25 @@ class Captioner:
             raise InvalidTextError(f"stream takes one prompt, got {len(prompts)}")
         return self._stream(images, prompts, cfg)
 
+    def save_pretrained(self, folder: str | Path, encoder: str | None = None) -> Path:
+        """Write the VLM as a folder `vlm.load` reads back: config.json (Llama decoder config + "vlm"),
+        model.safetensors (decoder + projector.*, in the current dtype), the tokenizer files and
+        generation_config.json, a sha256 manifest; `encoder`: the name config.json gives its encoder (default:
+        the one it was trained with). Written whole into place."""
+        with export_folder(Path(folder)) as tmp:
+            self.vlm.save_pretrained(tmp, dtype=None, encoder=encoder)
+            self.codec.save(tmp, self.vlm.config.decoder.max_position_embeddings)
+        return Path(folder)
+
+    def save_decoder(self, folder: str | Path) -> Path:
+        """Write the language model alone as a Llama-family folder (config.json, model.safetensors, tokenizer
+        files, generation_config.json): transformers' LlamaForCausalLM / AutoModelForCausalLM and AutoTokenizer
+        load it. Text only: the image tokens need our projector and encoder."""
+        with export_folder(Path(folder)) as tmp:
+            self.vlm.decoder.save_pretrained(tmp)
+            self.codec.save(tmp, self.vlm.config.decoder.max_position_embeddings)
+        return Path(folder)
+
     def _stream(self, images: list[Image.Image], prompts: list[str], cfg: GenerationConfig) -> Iterator[str]:
         embeds, valid = self._prefixes(images, prompts, cfg.max_new_tokens)
         yield from self.generator.stream(embeds, valid, cfg)
@@ -120,6 +140,8 @@ def load(
     check_folder(folder)
     model = VLM.from_pretrained(folder)
     codec = TextCodec.load(folder, **model.config.special_tokens)
+    if model.config.chat_template:
+        codec.require_chat_template(folder / "config.json")
     if encoder is None:
         encoder = clip.load(model.config.encoder, device=device, dtype=dtype)
     dev = encoder.device if device is None else resolve_device(device)

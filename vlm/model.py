@@ -32,6 +32,7 @@ class VLMConfig:
     caption_prompt: str = CAPTION_PROMPT
     sep: str = SEP
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos/eos/pad names when not the world's
+    chat_template: bool = False  # prompt through the tokenizer's chat template (instruct decoders); else <bos> p <sep>
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
     def __post_init__(self) -> None:
@@ -100,12 +101,17 @@ class VLM(nn.Module):
         return (token_loss.sum(dim=1) / answer_tokens).mean()
 
     # ------------------------------------------------------------------ files
-    def save_pretrained(self, folder: str | Path, dtype: torch.dtype | None = torch.float16) -> None:
-        """config.json (Llama decoder config + "vlm"), model.safetensors (decoder + projector.*)."""
+    def save_pretrained(
+        self, folder: str | Path, dtype: torch.dtype | None = torch.float16, encoder: str | None = None
+    ) -> None:
+        """config.json (Llama decoder config + "vlm"), model.safetensors (decoder + projector.*); `encoder`
+        replaces the config's encoder name."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         data = self.config.decoder.to_hf()
         data["vlm"] = {k: v for k, v in asdict(self.config).items() if k != "decoder"}
+        if encoder is not None:
+            data["vlm"]["encoder"] = encoder
         (folder / "config.json").write_text(json.dumps(data, indent=1) + "\n")
         state = {k: (v.to(dtype) if dtype else v).contiguous() for k, v in self.state_dict().items()}
         state = {k.removeprefix("decoder."): v for k, v in state.items()}

@@ -1,31 +1,39 @@
-"""The VLM's tokenizer: any `tokenizer.json` (tokenizers library), so Llama-family tokenizers work too."""
+"""The VLM's tokenizer: any `tokenizer.json` (tokenizers library), so Llama-family tokenizers work too, with the
+decoder's chat template when it has one (instruct decoders are prompted as they were trained)."""
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
 from triptych.core.errors import WeightsError
+from triptych.core.tokenizer_files import read_chat_template, save_for_transformers
 from triptych.core.wordlevel import BOS, EOS, PAD
 
 SEP = "<sep>"  # ends the prompt; the answer follows
 CAPTION_PROMPT = "caption"
+GENERATION_CONFIG = "generation_config.json"
 
 
 class TextCodec:
     """Encodes prompts and answers to ids without special tokens, and decodes ids back to text."""
 
-    def __init__(self, tokenizer: Tokenizer, bos: str = BOS, eos: str = EOS, pad: str = PAD) -> None:
-        self.tokenizer = tokenizer
+    def __init__(
+        self, tokenizer: Tokenizer, bos: str = BOS, eos: str = EOS, pad: str = PAD, chat_template: str | None = None
+    ) -> None:
+        self.tokenizer, self.chat_template = tokenizer, chat_template
         ids = {name: tokenizer.token_to_id(name) for name in (bos, eos, pad)}
         missing = [name for name, i in ids.items() if i is None]
         if missing:
             raise WeightsError(f"tokenizer lacks the special tokens {missing}")
+        self.bos, self.eos, self.pad = bos, eos, pad
         self.bos_id, self.eos_id, self.pad_id = ids[bos], ids[eos], ids[pad]
 
     @classmethod
     def load(cls, folder: str | Path, **names: str) -> TextCodec:
+        """`folder/tokenizer.json`, and the chat template of its tokenizer_config.json / chat_template.jinja."""
         path = Path(folder) / "tokenizer.json"
         if not path.is_file():
             raise WeightsError(f"{path} is missing")
@@ -33,7 +41,7 @@ class TextCodec:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as err:  # the tokenizers library raises a bare Exception on a malformed file
             raise WeightsError(f"{path} is not a readable tokenizer ({err})") from err
-        return cls(tokenizer, **names)
+        return cls(tokenizer, **names, chat_template=read_chat_template(folder))
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -41,6 +49,55 @@ class TextCodec:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def prompt_ids(self, prompt: str, sep: str, chat: bool) -> list[int]:
+        """What precedes the answer: with `chat`, the user turn through the chat template with the assistant's
+        turn opened (as transformers' apply_chat_template(..., add_generation_prompt=True)); else
+        `<bos> prompt <sep>`."""
+        if not chat:
+            return [self.bos_id, *self.encode(prompt), *self.encode(sep)]
+        messages = [{"role": "user", "content": prompt}]
+        text = self._chat.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.encode(text)
+
+    def require_chat_template(self, where: str | Path) -> None:
+        """WeightsError naming `where` (the config that asks for the template) when the tokenizer has none."""
+        if self.chat_template is None:
+            raise WeightsError(
+                f"{where} prompts the decoder through its chat template, but the tokenizer has none "
+                f"(tokenizer_config.json 'chat_template' or chat_template.jinja)"
+            )
+
+    @cached_property
+    def _chat(self):
+        """transformers' tokenizer over ours, for its (sandboxed Jinja) chat-template renderer."""
+        self.require_chat_template("the VLM config")
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast(
+            tokenizer_object=self.tokenizer,
+            chat_template=self.chat_template,
+            bos_token=self.bos,
+            eos_token=self.eos,
+            pad_token=self.pad,
+        )
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
+
+    def save(self, folder: str | Path, max_length: int, max_new_tokens: int = 64) -> None:
+        """tokenizer.json, tokenizer_config.json (special tokens, chat template) and generation_config.json (our
+        defaults: greedy, `max_new_tokens`), so AutoTokenizer and a transformers model's generate read the folder
+        as we do."""
+        from transformers import GenerationConfig
+
+        specials = {"bos": self.bos, "eos": self.eos, "pad": self.pad}
+        save_for_transformers(self.tokenizer, folder, max_length, specials, self.chat_template)
+        config = GenerationConfig(
+            bos_token_id=self.bos_id,
+            eos_token_id=self.eos_id,
+            pad_token_id=self.pad_id,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+        )
+        config.save_pretrained(folder)

@@ -57,6 +57,8 @@ def build(recipe: dict, encoder: clip.Encoder) -> tuple[VLM, TextCodec]:
         special_tokens=special,
         **recipe.get("vlm", {}),
     )
+    if cfg.chat_template:
+        codec.require_chat_template(f"the recipe (decoder {recipe.get('decoder_path')})")
     return VLM(cfg, decoder), codec
 
 
@@ -126,7 +128,7 @@ class VLMLoop(Loop):
         config, codec = self.model.config, self.codec
         with torch.no_grad():
             tokens = self.encoder.patch_tokens(images, layer=config.vision_layer).float()  # (B, L, width)
-        prompt_ids = [[codec.bos_id, *codec.encode(p), *codec.encode(config.sep)] for p in prompts]
+        prompt_ids = [codec.prompt_ids(p, config.sep, config.chat_template) for p in prompts]
         answer_ids = [[*codec.encode(a), codec.eos_id] for a in answers]
         with self.accelerator.autocast():
             return self.wrapped(tokens, prompt_ids, answer_ids)
@@ -176,7 +178,7 @@ def train(
     if accelerator.is_main_process:  # switched into `out` whole: a crash keeps the previous export
         with export_folder(out) as tmp:
             vlm.save_pretrained(tmp)
-            codec.tokenizer.save(str(tmp / "tokenizer.json"))
+            codec.save(tmp, vlm.config.decoder.max_position_embeddings)
             (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 
