@@ -39,6 +39,8 @@ from torchvision import transforms as T
 
 from triptych.core.checkpoint import export_folder, training_record
 from triptych.core.manifest import sha256
+from triptych.core.model_card import CARD, WORLD_DATASET, write_card
+from triptych.core.tokenizer_files import save_for_transformers
 from triptych.core.training import (
     Loop,
     lr_at,
@@ -48,7 +50,7 @@ from triptych.core.training import (
     training_parser,
 )
 from triptych.core.weights_files import load_safetensors
-from triptych.core.wordlevel import build_word_tokenizer, save_for_transformers
+from triptych.core.wordlevel import SPECIAL_ROLES, build_word_tokenizer
 from triptych.world import DEFAULT_SIDE, random_prompt_spec, render, sample_scene
 from triptych.world.dataset import scene_stream
 from triptych.world.edits import EDIT_KINDS, probe, with_hard_negative
@@ -83,7 +85,7 @@ def write_tokenizer(recipe: dict, folder: Path) -> None:
     tok = build_word_tokenizer(world_words())
     if tok.get_vocab_size() > recipe["model_cfg"]["text_cfg"]["vocab_size"]:
         raise ValueError("the recipe's vocab_size is smaller than the world tokenizer's vocabulary")
-    save_for_transformers(tok, folder, recipe["model_cfg"]["text_cfg"]["context_length"])
+    save_for_transformers(tok, folder, recipe["model_cfg"]["text_cfg"]["context_length"], SPECIAL_ROLES)
 
 
 def export_local_dir(model: torch.nn.Module, recipe: dict, tokenizer_dir: Path, out: Path, info: dict) -> None:
@@ -97,6 +99,8 @@ def export_local_dir(model: torch.nn.Module, recipe: dict, tokenizer_dir: Path, 
         for name in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(tokenizer_dir / name, tmp / name)
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+        summary = "A CLIP trained by triptych on the shapes world (world.md): zero-shot classification there."
+        write_card(tmp, "clip", name=out.name, summary=summary, datasets=[WORLD_DATASET], keep_from=out / CARD)
 
 
 class WorldBatches:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import diffusers
 
 from triptych.core.checkpoint import export_folder
+from triptych.core.model_card import CARD, write_card
 from triptych.core.resolve import GENERATOR_CONFIG
 
 from .grid import FOLDER as GRID_FOLDER
@@ -78,4 +79,6 @@ def save_generator(generator: UnCLIPGenerator, folder: str | Path, encoder: str 
             decoder.grid.save(tmp / GRID_FOLDER)
         (tmp / GENERATOR_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
         write_model_index(tmp)
+        summary = f"An unCLIP text-to-image generator saved by triptych from {generator.name}."
+        write_card(tmp, "diffusion", name=folder.name, summary=summary, keep_from=folder / CARD)
     return folder

@@ -27,6 +27,7 @@ from torchvision.utils import make_grid, save_image
 from triptych import clip
 from triptych.core.checkpoint import export_folder, replace_folder, training_record, write_text_atomic
 from triptych.core.errors import WeightsError
+from triptych.core.model_card import CARD, WORLD_DATASET, write_card
 from triptych.core.training import (
     Loop,
     lr_at,
@@ -466,6 +467,13 @@ def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = Fal
         (tmp / CONFIG).write_text(json.dumps(config, indent=1) + "\n")
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
         write_model_index(tmp)  # diffusers opens the decoder half (pooled layout only)
+        world = info.get("data", "shapes world") == "shapes world"
+        source = "the shapes world" if world else info["data"]
+        summary = (
+            f"An unCLIP text-to-image generator trained by triptych on {source}, on the encoder {config['encoder']}."
+        )
+        datasets = [WORLD_DATASET] if world else None
+        write_card(tmp, "diffusion", summary=summary, datasets=datasets, keep_from=out / CARD)
 
 
 def main(argv: list[str] | None = None) -> None:

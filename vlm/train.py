@@ -20,6 +20,7 @@ from triptych import clip
 from triptych.core import presets
 from triptych.core.checkpoint import export_folder, has_checkpoint, read_checkpoint_state, training_record
 from triptych.core.datasets import FileSamples, read_samples
+from triptych.core.model_card import CARD, WORLD_DATASET, hub_models, write_card
 from triptych.core.training import (
     Loop,
     lr_at,
@@ -180,6 +181,15 @@ def train(
             vlm.save_pretrained(tmp)
             codec.save(tmp, vlm.config.decoder.max_position_embeddings)
             (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+            write_card(
+                tmp,
+                "vlm",
+                name=out.name,
+                summary=f"A VLM trained by triptych on {data or 'the shapes world'}: captions and answers.",
+                base_model=hub_models([recipe["encoder"], recipe.get("decoder_path")]),
+                datasets=None if data else [WORLD_DATASET],
+                keep_from=out / CARD,
+            )
     return info
 
 
