@@ -43,10 +43,12 @@ from triptych.core.model_card import CARD, WORLD_DATASET, write_card
 from triptych.core.tokenizer_files import save_for_transformers
 from triptych.core.training import (
     Loop,
+    TrainingOptions,
     lr_at,
     make_accelerator,
     read_recipe,
     run_options,
+    start_tracking,
     training_parser,
 )
 from triptych.core.weights_files import load_safetensors
@@ -58,6 +60,13 @@ from triptych.world.vocab import world_words
 
 from .encoder import split_preprocess
 from .losses import MultiPositiveClipLoss, MultiPositiveSigLipLoss
+
+# A contrastive loss scores each image against every text of the batch, so micro-batches would see fewer
+# negatives: accumulated gradients would train a different objective, not the recipe's (GradCache would be needed).
+ONE_BATCH = (
+    "gradient accumulation is not offered for the encoder: its contrastive loss needs the whole batch's negatives "
+    "at once, so micro-batches would change what it learns; lower train.batch_size in the recipe instead"
+)
 
 
 def model_config(recipe: dict) -> dict:
@@ -296,12 +305,17 @@ def train(
     workers: int = 1,
     stop_after: int | None = None,
     init: str | Path | None = None,
+    options: TrainingOptions | None = None,
 ) -> dict | None:
     """Train (or resume) both stages to the recipe's step counts and export to `out`; returns the training
     record. stop_after: checkpoint and return None once this many steps ran in this call (resume later).
-    init: an exported encoder folder to start the binding stage from (the first stage is skipped)."""
+    init: an exported encoder folder to start the binding stage from (the first stage is skipped).
+    options: precision and trackers (gradient accumulation is refused: see ONE_BATCH)."""
     cfg = recipe["train"]
-    accelerator = make_accelerator()
+    if options is not None and options.gradient_accumulation_steps > 1:
+        raise ValueError(ONE_BATCH)
+    accelerator = make_accelerator(options, workdir)
+    start_tracking(accelerator, "triptych-clip", recipe)
     set_seed(cfg["seed"])
     workdir.mkdir(parents=True, exist_ok=True)
     tok_dir = workdir / "tokenizer"
@@ -376,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
             recipe["train"][key] = getattr(args, key)
     if recipe["train"]["steps"] <= 0 or recipe["train"]["batch_size"] <= 0:
         parser.error("--steps and --batch-size must be positive")
+    if args.gradient_accumulation_steps > 1:
+        parser.error(ONE_BATCH)
     train(recipe, **run_options(args), init=args.init)
 
 

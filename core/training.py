@@ -11,25 +11,121 @@ the optimizer state, any extra models (an EMA) and the loop's state.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 
+PRECISIONS = ("no", "fp16", "bf16", "fp8")
 
-def make_accelerator() -> Accelerator:
-    """The trainers' accelerator: bf16 autocast on CUDA, full precision elsewhere."""
-    return Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How to run a recipe, not what it trains (so the same recipe gives the same model under any of them)."""
+
+    mixed_precision: str | None = None  # one of PRECISIONS; None: accelerate's (see mixed_precision)
+    gradient_accumulation_steps: int = 1  # each step's batch as this many micro-batches: same training, less memory
+    log_with: tuple[str, ...] = ()  # accelerate trackers: "tensorboard", "wandb", "mlflow", ..., or "all"
+    logging_dir: Path | None = None  # trackers' files; default <workdir>/logs
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in (None, *PRECISIONS):
+            raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        steps = self.gradient_accumulation_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"gradient_accumulation_steps must be a whole number >= 1, got {steps!r}")
+
+
+def mixed_precision(flag: str | None) -> str | None:
+    """The precision to train in: the flag; else, under `accelerate launch`, whatever it was told (its
+    --mixed_precision or config: None lets Accelerator read it); else the `accelerate config` file's; else bf16 on
+    a CUDA GPU that has it, fp16 on one that does not, full precision on the CPU."""
+    if flag is not None:
+        return flag
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None
+    from accelerate.commands.config.config_args import default_config_file, load_config_from_file
+
+    if Path(default_config_file).is_file():
+        configured = getattr(load_config_from_file(default_config_file), "mixed_precision", None)
+        if configured:
+            return str(configured)
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def make_accelerator(options: TrainingOptions | None = None, workdir: Path | None = None) -> Accelerator:
+    """The trainers' accelerator: precision as `mixed_precision` decides, gradient accumulation, and trackers
+    (their files under `options.logging_dir`, default `<workdir>/logs`)."""
+    options = options or TrainingOptions()
+    log_with = list(options.log_with) or None
+    logs = options.logging_dir or (Path(workdir) / "logs" if workdir is not None else None)
+    return Accelerator(
+        mixed_precision=mixed_precision(options.mixed_precision),
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        log_with=log_with,
+        project_dir=logs if log_with else None,
+    )
+
+
+def start_tracking(accelerator: Accelerator, project: str, recipe: dict) -> None:
+    """Open the trackers (a no-op without any), the recipe's scalar settings as the run's hyper-parameters."""
+    if accelerator.log_with:
+        accelerator.init_trackers(project, config=_scalars(recipe))
+
+
+def log_image(accelerator: Accelerator, tag: str, image: Image.Image, step: int) -> None:
+    """Send a sample grid to every tracker that takes images."""
+    pixels = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.log_images({tag: pixels[None]}, step=step, dataformats="NHWC")
+        elif hasattr(tracker, "log_images"):
+            tracker.log_images({tag: [pixels]}, step=step)
+
+
+def _scalars(tree: dict, prefix: str = "") -> dict[str, int | float | str | bool]:
+    """Nested recipe -> {"a/b": scalar}; lists become strings (trackers' hparams take scalars only)."""
+    out: dict[str, int | float | str | bool] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _scalars(value, f"{name}/")
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        elif value is not None:
+            out[name] = json.dumps(value)
+    return out
+
+
+def split_batch(batch: Sequence[Sequence], parts: int) -> list[tuple]:
+    """A batch of fields (images, prompts, ...: each a tensor or list with one entry per sample; the DataLoader
+    may hand the tuple over as a list) as `parts` equal micro-batches, every field cut alike. ValueError when the
+    batch does not divide evenly."""
+    sizes = {len(field) for field in batch}
+    if len(sizes) != 1:
+        raise ValueError(f"the batch's fields have different lengths {sorted(sizes)}")
+    size = sizes.pop()
+    if size % parts:
+        raise ValueError(f"a batch of {size} does not split into {parts} equal micro-batches (gradient accumulation)")
+    step = size // parts
+    return [tuple(field[i * step : (i + 1) * step] for field in batch) for i in range(parts)]
 
 
 def lr_at(step: int, base: float, warmup: int, total: int, horizons: Sequence[int] = ()) -> float:
@@ -84,6 +180,7 @@ class Loop:
         self.checkpoint, self.total, self.save_every = checkpoint, total, save_every
         self.name, self.prefix, self.extra_models = name, prefix, extra_models
         self.state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0}
+        self.micro = 0  # which micro-batch of the step `loss` is given (gradient accumulation)
 
     # ------------------------------------------------------------------ what a trainer supplies
     def loss(self, batch: Any, step: int) -> torch.Tensor:
@@ -108,6 +205,22 @@ class Loop:
         return {"loss": f"{self.state['loss']:.3f}"}
 
     # ------------------------------------------------------------------ the loop
+    def _accumulate(self, batch: Any, step: int) -> float:
+        """Gradients of the step's batch, as `accelerator.gradient_accumulation_steps` micro-batches (each loss
+        divided by their count in `accelerator.backward`; gradients synchronised across processes once, on the
+        last); returns the batch's loss. `self.micro` tells `loss` which micro-batch it has."""
+        acc = self.accelerator
+        parts = split_batch(batch, acc.gradient_accumulation_steps) if acc.gradient_accumulation_steps > 1 else [batch]
+        total = 0.0
+        for self.micro, part in enumerate(parts):
+            last = self.micro == len(parts) - 1
+            with contextlib.nullcontext() if last else acc.no_sync(self.wrapped):
+                loss = self.loss(part, step)
+                acc.backward(loss)
+            total += loss.item() / len(parts)
+        self.micro = 0
+        return total
+
     def resume(self, with_optimizer: bool = True) -> None:
         """Restore the checkpoint, if there is one: weights, extra models, state, and the optimizer's state
         unless `with_optimizer` is False (the checkpoint's optimizer does not apply)."""
@@ -137,16 +250,17 @@ class Loop:
             batch = next(batches)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr(state["step"], group)
-            loss = self.loss(batch, state["step"])
             self.optimizer.zero_grad(set_to_none=True)
-            acc.backward(loss)
+            loss = self._accumulate(batch, state["step"])
             if self.max_grad_norm is not None:
                 trained = [p for p in self.model.parameters() if p.requires_grad]
                 acc.clip_grad_norm_(trained, self.max_grad_norm)
             self.optimizer.step()
             self.after_update()
             state["step"] += 1
-            state.update(loss=round(loss.item(), self.loss_digits), elapsed_s=time.perf_counter() - start)
+            state.update(loss=round(loss, self.loss_digits), elapsed_s=time.perf_counter() - start)
+            lrs = {f"{self.name}/lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+            acc.log({f"{self.name}/loss": loss, **lrs}, step=state["step"])
             bar.update(1)
             bar.set_postfix(**self.postfix())
             step = state["step"]
@@ -177,7 +291,31 @@ def training_parser(
     parser.add_argument("--stop-after", type=int, help="checkpoint and stop after this many steps (resume later)")
     if encoder_option:
         parser.add_argument("--encoder", help="override the recipe's encoder (a clip.load name, preset or folder)")
+    run = parser.add_argument_group("how to run it (the recipe decides what is trained)")
+    run.add_argument(
+        "--mixed-precision",
+        choices=PRECISIONS,
+        help="default: accelerate launch's or `accelerate config`'s; else bf16 on CUDA (fp16 without bf16), no on CPU",
+    )
+    run.add_argument(
+        "--gradient-accumulation-steps",
+        type=_at_least_one,
+        default=1,
+        metavar="N",
+        help="run each step's batch as N micro-batches (same training, less memory)",
+    )
+    run.add_argument(
+        "--log-with", nargs="+", default=[], metavar="TRACKER", help="accelerate trackers: tensorboard, wandb, ..., all"
+    )
+    run.add_argument("--logging-dir", type=Path, help="where trackers write (default: WORKDIR/logs)")
     return parser
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def read_recipe(args: argparse.Namespace) -> dict:
@@ -196,4 +334,10 @@ def run_options(args: argparse.Namespace) -> dict:
         "resume": not args.no_resume,
         "workers": args.workers,
         "stop_after": args.stop_after,
+        "options": TrainingOptions(
+            mixed_precision=args.mixed_precision,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=tuple(args.log_with),
+            logging_dir=args.logging_dir,
+        ),
     }

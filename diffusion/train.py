@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import ConfigMixin, DDPMScheduler, ModelMixin, UnCLIPScheduler, VQModel
 from diffusers.training_utils import compute_snr
+from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from triptych import clip
@@ -30,10 +31,13 @@ from triptych.core.errors import WeightsError
 from triptych.core.model_card import CARD, WORLD_DATASET, write_card
 from triptych.core.training import (
     Loop,
+    TrainingOptions,
+    log_image,
     lr_at,
     make_accelerator,
     read_recipe,
     run_options,
+    start_tracking,
     training_parser,
 )
 from triptych.core.weights_files import load_safetensors, read_json
@@ -56,11 +60,19 @@ class Run:
     """What every part's training shares: accelerator, encoder, recipe, data and folders."""
 
     def __init__(
-        self, recipe: dict, workdir: Path, data: str | None, workers: int, resume: bool, init: Path | None = None
+        self,
+        recipe: dict,
+        workdir: Path,
+        data: str | None,
+        workers: int,
+        resume: bool,
+        init: Path | None = None,
+        options: TrainingOptions | None = None,
     ) -> None:
         self.recipe, self.workdir, self.data, self.workers, self.resume = recipe, workdir, data, workers, resume
         self.init = init  # a trained generator folder whose weights each part starts from
-        self.accelerator = make_accelerator()
+        self.accelerator = make_accelerator(options, workdir)
+        start_tracking(self.accelerator, "triptych-diffusion", recipe)
         self.device = self.accelerator.device
         self.encoder = clip.load(recipe["encoder"], device=self.device, dtype="fp32")
         self.side = recipe["image_size"]
@@ -86,7 +98,7 @@ class Run:
         part: str,
         model: torch.nn.Module,
         loss_of: Callable[[torch.nn.Module, Batch, torch.Generator], torch.Tensor],
-        sample: Callable[[torch.nn.Module, int, Path], None] | None = None,
+        sample: Callable[[torch.nn.Module, int, Path], dict[str, float] | None] | None = None,
         stop_after: int | None = None,
     ) -> tuple[torch.nn.Module, dict] | None:
         """Train `model` to the part's step count; returns (the EMA model, or the model without EMA; state),
@@ -112,7 +124,7 @@ class PartLoop(Loop):
         part: str,
         model: torch.nn.Module,
         loss_of: Callable[[torch.nn.Module, Batch, torch.Generator], torch.Tensor],
-        sample: Callable[[torch.nn.Module, int, Path], None] | None,
+        sample: Callable[[torch.nn.Module, int, Path], dict[str, float] | None] | None,
     ) -> None:
         cfg = self.cfg = run.recipe[part]
         params = [p for p in model.parameters() if p.requires_grad]
@@ -138,11 +150,12 @@ class PartLoop(Loop):
     def resume(self, with_optimizer: bool = True) -> None:
         super().resume(with_optimizer)
         if self.ema:
-            self.ema.updates = self.state["step"]
+            self.ema.restart(self.state["step"])
 
     def loss(self, batch: Batch, step: int) -> torch.Tensor:
         with self.accelerator.autocast():
-            noise = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            # micro-batches of one step (gradient accumulation) draw from streams of their own
+            noise = torch.Generator().manual_seed(self.seed * 1_000_003 + step + self.micro * 2**40)
             return self.loss_of(self.wrapped, batch, noise)
 
     def lr(self, step: int, group: dict) -> float:
@@ -155,7 +168,13 @@ class PartLoop(Loop):
 
     def sample(self, step: int) -> None:
         if self.sampler and (step == self.total or step % self.cfg["sample_every"] == 0):
-            self.sampler(self.ema.model if self.ema else self.model, step, self.samples)
+            metrics = self.sampler(self.ema.model if self.ema else self.model, step, self.samples)
+            grid = self.samples / f"{step:06d}.png"
+            if metrics:
+                self.accelerator.log({f"{self.name}/{k}": v for k, v in metrics.items()}, step=step)
+            if self.accelerator.trackers and grid.is_file():
+                with Image.open(grid) as image:
+                    log_image(self.accelerator, f"{self.name}/samples", image, step)
 
     def postfix(self) -> dict[str, str]:
         return {"loss": f"{self.state['loss']:.4f}"}
@@ -264,7 +283,7 @@ def train_prior(run: Run, stop_after: int | None = None):
         ).predicted_image_embedding
         return F.mse_loss(pred, target)
 
-    def sample(model: torch.nn.Module, step: int, folder: Path) -> None:
+    def sample(model: torch.nn.Module, step: int, folder: Path) -> dict[str, float]:
         stage = PriorStage(model, UnCLIPScheduler(**cfg["scheduler"]), enc, normalize_text)
         stage.zero_condition = run.zero_condition
         gen = torch.Generator().manual_seed(0)
@@ -275,6 +294,7 @@ def train_prior(run: Run, stop_after: int | None = None):
         with (folder / "metrics.jsonl").open("a") as f:
             f.write(json.dumps({"step": step, "cosine_to_true_image": round(cos, 4)}) + "\n")
         model.train()
+        return {"cosine_to_true_image": cos}
 
     done = run.fit("prior", prior, loss_of, sample, stop_after)
     return None if done is None else (done[0], done[1], scheduler)
@@ -353,6 +373,7 @@ def train(
     data: str | None = None,
     parts: Sequence[str] = PARTS,
     init: str | Path | None = None,
+    options: TrainingOptions | None = None,
 ) -> dict | None:
     """Train the VAE, the prior and the decoder in turn (each resumes from its own checkpoint, and a finished part
     is not retrained), then write the generator folder to `out`. Returns the training record, or None when
@@ -360,7 +381,7 @@ def train(
     which needs only the image tower, train while the text tower is still changing). `init`: a trained generator
     folder: its VAE is kept as it is, and the prior and the decoder start from its weights (a fine-tune)."""
     set_seed(recipe["seed"])
-    run = Run(recipe, workdir, data, workers, resume, Path(init) if init is not None else None)
+    run = Run(recipe, workdir, data, workers, resume, Path(init) if init is not None else None, options)
     check_origin(run)
     finished = workdir / "finished"
     record: dict = {}
@@ -473,7 +494,7 @@ def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = Fal
             f"An unCLIP text-to-image generator trained by triptych on {source}, on the encoder {config['encoder']}."
         )
         datasets = [WORLD_DATASET] if world else None
-        write_card(tmp, "diffusion", summary=summary, datasets=datasets, keep_from=out / CARD)
+        write_card(tmp, "diffusion", name=out.name, summary=summary, datasets=datasets, keep_from=out / CARD)
 
 
 def main(argv: list[str] | None = None) -> None:

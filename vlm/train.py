@@ -23,10 +23,12 @@ from triptych.core.datasets import FileSamples, read_samples
 from triptych.core.model_card import CARD, WORLD_DATASET, hub_models, write_card
 from triptych.core.training import (
     Loop,
+    TrainingOptions,
     lr_at,
     make_accelerator,
     read_recipe,
     run_options,
+    start_tracking,
     training_parser,
 )
 
@@ -128,7 +130,8 @@ class VLMLoop(Loop):
         images, prompts, answers = batch
         config, codec = self.model.config, self.codec
         with torch.no_grad():
-            tokens = self.encoder.patch_tokens(images, layer=config.vision_layer).float()  # (B, L, width)
+            # (B, L, width); clone: an inference tensor cannot enter autograd (with B = 1, Linear saves it as is)
+            tokens = self.encoder.patch_tokens(images, layer=config.vision_layer).float().clone()
         prompt_ids = [codec.prompt_ids(p, config.sep, config.chat_template) for p in prompts]
         answer_ids = [[*codec.encode(a), codec.eos_id] for a in answers]
         with self.accelerator.autocast():
@@ -150,10 +153,13 @@ def train(
     workers: int = 1,
     stop_after: int | None = None,
     data: str | None = None,
+    options: TrainingOptions | None = None,
 ) -> dict | None:
     """Train (or resume) through the recipe's stages and save the VLM folder to `out`; returns the training
-    record, or None when `stop_after` stopped it early (run again to resume)."""
-    accelerator = make_accelerator()
+    record, or None when `stop_after` stopped it early (run again to resume). `options`: precision, gradient
+    accumulation, trackers."""
+    accelerator = make_accelerator(options, workdir)
+    start_tracking(accelerator, "triptych-vlm", recipe)
     set_seed(recipe["seed"])
     encoder = clip.load(recipe["encoder"], device=accelerator.device, dtype="fp32")
     vlm, codec = build(recipe, encoder)
