@@ -121,7 +121,8 @@ class WorldBatches:
     fresh scene. `probe_scenes` of the B scenes are compositional probes (two objects with distinct colours and
     shapes, a pair in one row or column, a pair and a single), each with its own caption and, when there are hard
     negatives, that caption's exact edit (colours swapped, relation inverted, counts swapped); `probe_kinds` weighs
-    the kinds (default: equally)."""
+    the kinds (default: equally); `probe_sizes` of the probes name their objects' sizes too (world.md's probe texts
+    leave size unsaid, and a stage of those alone measurably taught the encoder to ignore size)."""
 
     def __init__(
         self,
@@ -134,9 +135,10 @@ class WorldBatches:
         probe_scenes: float = 0.0,
         forms: dict[str, float] | None = None,
         probe_kinds: dict[str, float] | None = None,
+        probe_sizes: float = 0.0,
     ) -> None:
         self.seed, self.batch_size, self.rank, self.twins, self.transform = seed, batch_size, rank, twins, transform
-        self.hard_negatives, self.probe_scenes = hard_negatives, probe_scenes
+        self.hard_negatives, self.probe_scenes, self.probe_sizes = hard_negatives, probe_scenes, probe_sizes
         kinds = probe_kinds or dict.fromkeys(EDIT_KINDS, 1.0)
         if not set(kinds) <= set(EDIT_KINDS):
             raise ValueError(
@@ -150,7 +152,10 @@ class WorldBatches:
         count = round(self.probe_scenes * self.batch_size)
         scenes = list(itertools.islice(scene_stream(rng, twins=self.twins), self.batch_size - count))
         kinds = rng.choices(self.probe_kinds, weights=self.probe_weights, k=count)
-        probes = [probe(kind, rng) for kind in kinds]
+        # (no draw for sizes when the recipe asks for none: older recipes keep their exact batches)
+        probes = [
+            probe(kind, rng, say_sizes=self.probe_sizes > 0 and rng.random() < self.probe_sizes) for kind in kinds
+        ]
         prompts, extra = [], []
         for scene in scenes:
             if not self.hard_negatives:
@@ -293,6 +298,7 @@ def run_binding_stage(
         probe_scenes=bind.get("probe_scenes", 0.0),
         forms=bind.get("prompt_forms"),
         probe_kinds=bind.get("probe_kinds"),
+        probe_sizes=bind.get("probe_sizes", 0.0),
     )
     return loop.run(batches, workers, stop_after)
 

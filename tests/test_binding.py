@@ -28,11 +28,17 @@ from triptych.world.text import groups_phrase
 
 
 @pytest.mark.parametrize("kind", EDIT_KINDS)
-@pytest.mark.parametrize("held_out", [False, True])
-def test_probes_pair_a_true_caption_with_its_minimal_edit(kind, held_out):
-    rng = random.Random(f"probes/{kind}/{held_out}")
+@pytest.mark.parametrize(("held_out", "say_sizes"), [(False, False), (True, False), (False, True)])
+def test_probes_pair_a_true_caption_with_its_minimal_edit(kind, held_out, say_sizes):
+    rng = random.Random(f"probes/{kind}/{held_out}/{say_sizes}")
     for _ in range(50):
-        p = probe(kind, rng, held_out=held_out)
+        p = probe(kind, rng, held_out=held_out, say_sizes=say_sizes)
+        sizes_said = [w for w in p.true.split() + p.edit.split() if w in ("small", "large")]
+        if say_sizes:  # every object's size named (a counted group has one), in the true text and the edit alike
+            assert all(f"{o.size} {o.color}" in p.true for o in p.scene.objects), p.true
+            assert len(sizes_said) == 4
+        else:
+            assert not sizes_said  # world.md's probe texts
         assert parse_image(render(p.scene)).keys() == p.scene.keys()  # a clean scene: the judge reads it back
         assert p.true != p.edit
         pairs = {(o.color, o.shape) for o in p.scene.objects}
@@ -97,6 +103,8 @@ def test_batches_with_hard_negatives_hold_twice_the_texts():
     assert texts[8:16] != texts[24:] and all(len(a.split()) == len(b.split()) for a, b in zip(texts[8:16], texts[24:]))
     again = data(2)
     assert again[1] == texts and torch.equal(again[2], match)
+    sized = WorldBatches(seed=3, batch_size=16, hard_negatives=1.0, probe_scenes=0.5, probe_sizes=1.0)(2)[1]
+    assert all({"small", "large"} & set(text.split()) for text in sized[8:16] + sized[24:])  # probes say sizes
 
 
 def test_loss_over_extra_texts():

@@ -38,10 +38,14 @@ class Probe:
     edit_spec: PromptSpec
 
 
-def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: bool = False) -> Probe:
+def probe(
+    kind: str, seed_or_rng: int | random.Random | None = None, held_out: bool = False, say_sizes: bool = False
+) -> Probe:
     """One compositional probe of `kind` (EDIT_KINDS) on a fresh scene. Objects have distinct colours and shapes;
     in-distribution, every (colour, shape) pair the true and edited texts name is a training pair; `held_out`: the
-    scene holds a held-out pair."""
+    scene holds a held-out pair. The scores use world.md's texts, which leave sizes unsaid; `say_sizes` (training)
+    names each object's size too ("a small red circle ..."; a counted group is drawn one size), so probe batches do
+    not teach the encoder that size does not matter."""
     if kind not in EDIT_KINDS:
         raise ValueError(f"unknown edit kind {kind!r}; expected one of {EDIT_KINDS}")
     rng = as_rng(seed_or_rng)
@@ -49,27 +53,38 @@ def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: b
     background = rng.choice(("white", "black"))
     suffix = " on a black background" if background == "black" else ""
     said = "black" if background == "black" else None  # what the texts say of it: a white one goes unnamed (either)
+
+    def words(obj: SceneObject, color: str | None = None, shape: str | None = None) -> str:
+        """The object's words (colour / shape replaced where an edit says so), its size first when said."""
+        return " ".join(w for w in (obj.size if say_sizes else None, color or obj.color, shape or obj.shape) if w)
+
+    def spec(obj: SceneObject, color: str | None = None, shape: str | None = None) -> ObjectSpec:
+        return ObjectSpec(shape or obj.shape, color or obj.color, obj.size if say_sizes else None)
+
     if kind == "count_swap":
         cells = rng.sample(range(GRID * GRID), 3)
-        objs = [_object(rng, c1, s1, cells[0]), _object(rng, c1, s1, cells[1]), _object(rng, c2, s2, cells[2])]
-        pair, single = f"{NUMBER_WORDS[1]} {c1} {plural(s1)}", f"a {c2} {s2}"
-        swapped_single, swapped_pair = f"a {c1} {s1}", f"{NUMBER_WORDS[1]} {c2} {plural(s2)}"
+        twin = _object(rng, c1, s1, cells[0])
+        second = _object(rng, c1, s1, cells[1])
+        objs = [twin, replace(second, size=twin.size) if say_sizes else second, _object(rng, c2, s2, cells[2])]
+        one = objs[2]
+        pair, single = f"{NUMBER_WORDS[1]} {words(twin, shape=plural(s1))}", f"a {words(one)}"
+        swapped_single, swapped_pair = f"a {words(twin)}", f"{NUMBER_WORDS[1]} {words(one, shape=plural(s2))}"
         if rng.random() < 0.5:
             true, edit = f"{pair} and {single}", f"{swapped_single} and {swapped_pair}"
         else:
             true, edit = f"{single} and {pair}", f"{swapped_pair} and {swapped_single}"
-        true_spec = _objects_spec((c1, s1), (c1, s1), (c2, s2), background=said)
-        edit_spec = _objects_spec((c1, s1), (c2, s2), (c2, s2), background=said)
+        true_spec = PromptSpec("objects", (spec(twin), spec(twin), spec(one)), background=said)
+        edit_spec = PromptSpec("objects", (spec(twin), spec(one), spec(one)), background=said)
         scene = Scene(tuple(objs), background)
         return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
     if kind == "attribute_swap":
         cells = rng.sample(range(GRID * GRID), 2)
         scene = Scene((_object(rng, c1, s1, cells[0]), _object(rng, c2, s2, cells[1])), background)
         a, b = scene.objects
-        true = f"a {a.color} {a.shape} and a {b.color} {b.shape}"
-        edit = f"a {b.color} {a.shape} and a {a.color} {b.shape}"
-        true_spec = _objects_spec((a.color, a.shape), (b.color, b.shape), background=said)
-        edit_spec = _objects_spec((b.color, a.shape), (a.color, b.shape), background=said)
+        true = f"a {words(a)} and a {words(b)}"
+        edit = f"a {words(a, color=b.color)} and a {words(b, color=a.color)}"
+        true_spec = PromptSpec("objects", (spec(a), spec(b)), background=said)
+        edit_spec = PromptSpec("objects", (spec(a, color=b.color), spec(b, color=a.color)), background=said)
         return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
     line = rng.randrange(GRID)  # relation_inversion: a pair in one row or one column
     first, second = sorted(rng.sample(range(GRID), 2))
@@ -80,17 +95,12 @@ def probe(kind: str, seed_or_rng: int | random.Random | None = None, held_out: b
     scene = Scene((_object(rng, c1, s1, cells[0]), _object(rng, c2, s2, cells[1])), background)
     a, b = rng.sample(scene.objects, 2)
     rel = relation(a, b)
-    true = f"a {a.color} {a.shape} {rel} a {b.color} {b.shape}"
-    edit = f"a {a.color} {a.shape} {INVERSE[rel]} a {b.color} {b.shape}"
-    named = (ObjectSpec(a.shape, a.color), ObjectSpec(b.shape, b.color))
+    true = f"a {words(a)} {rel} a {words(b)}"
+    edit = f"a {words(a)} {INVERSE[rel]} a {words(b)}"
+    named = (spec(a), spec(b))
     true_spec = PromptSpec("relation", named, rel, background=said)
     edit_spec = PromptSpec("relation", named, INVERSE[rel], background=said)
     return Probe(kind, scene, true + suffix, edit + suffix, true_spec, edit_spec)
-
-
-def _objects_spec(*pairs: tuple[str, str], background: str | None) -> PromptSpec:
-    """Exactly these (colour, shape) objects, in any order, on `background` (None: either)."""
-    return PromptSpec("objects", tuple(ObjectSpec(shape, color) for color, shape in pairs), background=background)
 
 
 def _two_pairs(rng: random.Random, held_out: bool) -> tuple[tuple[str, str], tuple[str, str]]:

@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from triptych.world import COLORS, NUMBER_WORDS, POSITIONS, SHAPES, Scene, sample_scene
+from triptych.world import COLORS, NUMBER_WORDS, POSITIONS, SHAPES, SIZES, Scene, sample_scene
 
 _SHAPE_TEMPLATES = tuple(f"a {{}} {s}" for s in SHAPES)  # colour ensembles: "a red circle", "a red square", ...
 
@@ -31,6 +31,8 @@ TASKS: tuple[ZeroShotTask, ...] = (
         lambda sc: f"a {sc.objects[0].shape}",
     ),
     ZeroShotTask("color", tuple(COLORS), _SHAPE_TEMPLATES, True, lambda sc: sc.objects[0].color),
+    # beyond world.md's list: captions and prompts name sizes, and an encoder can lose them unnoticed otherwise
+    ZeroShotTask("size", tuple(SIZES), _SHAPE_TEMPLATES, True, lambda sc: sc.objects[0].size),
     ZeroShotTask(
         "object",
         tuple(f"a {c} {s}" for c in COLORS for s in SHAPES),
