@@ -87,11 +87,20 @@ def test_label_sets_are_cached(tiny, monkeypatch):
     assert calls == [["a new label", "a picture of a new label", "another", "a picture of another"]]
 
 
-def test_template_ensemble_is_the_mean_of_normalised_embeddings(tiny):
-    labels, templates = ["a red circle", "a blue star"], ("{}", "there is {}")
-    texts = [t.format(label) for label in labels for t in templates]
-    manual = torch.nn.functional.normalize(tiny.encode_text(texts).view(2, 2, -1).mean(1), dim=-1)
-    assert torch.allclose(tiny.label_embeddings(labels, templates), manual, atol=1e-6)
+def plain_open_clip(folder) -> tuple:
+    """open_clip's own model, eval transform and tokenizer for a local-dir folder."""
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{folder}")
+
+
+def test_template_ensemble_equals_open_clips_zero_shot_classifier(tiny, tiny_dir):
+    labels = ["a red circle", "a blue star", "two crosses"]
+    templates = ("{}", "there is {}", "a picture of {} on a black background")
+    model, _, tokenizer = plain_open_clip(tiny_dir)
+    with torch.no_grad():
+        theirs = open_clip.build_zero_shot_classifier(model, tokenizer, labels, templates, num_classes_per_batch=2)
+    assert theirs.shape == (tiny.embed_dim, 3)
+    assert (tiny.label_embeddings(labels, templates) - theirs.T).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -155,14 +164,27 @@ def test_unnormalised_image_embeddings_and_the_zero_image(tiny):
     assert zero.shape == (1, tiny.embed_dim) and torch.isfinite(zero).all()
 
 
-def test_siglip_models_use_sigmoid_with_bias(tmp_path):
-    enc = clip.load(str(make_tiny_encoder_dir(tmp_path, loss="siglip")), device="cpu")
+def test_siglip_scores_equal_open_clips_forward_pass(tmp_path):
+    folder = make_tiny_encoder_dir(tmp_path, loss="siglip")
+    enc = clip.load(str(folder), device="cpu")
     assert enc.kind == "siglip"
     ims, labels = images(3), ["a red circle", "a blue star", "a green cross"]
+    model, preprocess, tokenizer = plain_open_clip(folder)
+    with torch.no_grad():  # open_clip's SigLIP forward: features, exp(logit_scale), logit_bias
+        image_features, text_features, scale, bias = model(torch.stack([preprocess(i) for i in ims]), tokenizer(labels))
+    theirs = torch.sigmoid(image_features @ text_features.T * scale + bias)  # SigLIP's per-pair probability
     probs = enc.classify(ims, labels)
-    logits = enc.encode_image(ims) @ enc.label_embeddings(labels).T * enc.model.logit_scale.exp() + enc.model.logit_bias
-    assert torch.allclose(probs, torch.sigmoid(logits), atol=1e-6)
-    assert not torch.allclose(probs.sum(-1), torch.ones(3), atol=1e-2)
+    assert (probs - theirs).abs().max() < 1e-5
+    assert not torch.allclose(probs.sum(-1), torch.ones(3), atol=1e-2)  # independent per label, not a softmax
+
+
+def test_clip_scores_equal_open_clips_forward_pass(tiny, tiny_dir):
+    ims, labels = images(3), ["a red circle", "a blue star", "a green cross"]
+    model, preprocess, tokenizer = plain_open_clip(tiny_dir)
+    with torch.no_grad():
+        image_features, text_features, scale = model(torch.stack([preprocess(i) for i in ims]), tokenizer(labels))
+    theirs = (image_features @ text_features.T * scale).softmax(dim=-1)  # open_clip README's zero-shot recipe
+    assert (tiny.classify(ims, labels) - theirs).abs().max() < 1e-5
 
 
 def test_timm_towers_give_patch_tokens(tmp_path):
