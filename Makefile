@@ -5,13 +5,13 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 7860
 
-.PHONY: serve demo test format
+.PHONY: serve demo test format constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt torch torchvision
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 serve: $(STAMP)  ## the app on the bundled weights: every capability in one Gradio app at http://127.0.0.1:7860
@@ -29,3 +29,7 @@ test: $(STAMP)  ## lint, then the whole suite (slow tests included)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+constraints: $(STAMP)  ## record the installed set as the tested one (after a green `make test`)
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^triptych' \
+		| sed -E 's/\+[a-z0-9.]+$$//'; } > constraints.txt.new && mv constraints.txt.new constraints.txt

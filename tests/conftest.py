@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Ray clusters started by the tests live on 127.0.0.1 only (Ray otherwise advertises the machine's network address,
+# which a loopback-bound cluster does not listen on); read when ray is first imported, by every node it starts too
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

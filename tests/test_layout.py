@@ -141,6 +141,18 @@ def test_inference_imports_no_training_code_and_no_world(package: str, may_load:
     assert {m.split(".")[1] for m in loaded} <= may_load, loaded
     training = [m for m in loaded if m.rpartition(".")[2] in ("train", "data", "datasets", "training")]
     assert not training, training
+    web = [m for m in out.split() if m.split(".")[0] in ("gradio", "gradio_client", "fastapi", "uvicorn")]
+    assert not web, web[:5]  # the core install has no web stack (the `app` extra)
+
+
+def test_without_the_app_extra_serve_names_the_extra() -> None:
+    blocked = "import sys; sys.modules['gradio'] = None; sys.modules['gradio_client'] = None"
+    code = f"{blocked}; from triptych.apps.cli.main import main; sys.exit(main(['serve']))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "pip install 'triptych[app]'" in run.stderr, run.stderr[-500:]
+    code = f"{blocked}; from triptych.apps.benchmarks.main import main; sys.exit(main(['load']))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "pip install 'triptych[app]'" in run.stderr, run.stderr[-500:]
 
 
 def test_a_stand_in_clip_package_does_not_shadow_ours(tmp_path: Path) -> None:

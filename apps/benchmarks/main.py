@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from triptych.core.extras import MissingExtraError, require
+
 from .captioner import benchmark_vlm
 from .encoder import benchmark_classify
 from .generator import benchmark_generator
-from .load import run_load, run_soak, serve_in_background
-from .memory import benchmark_memory
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
@@ -75,8 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     soak.add_argument("--pid", type=int, help="the process id of the server at --url")
     soak.add_argument("--preset", default="shapes")
     soak.add_argument("--port", type=int, default=7861)
+    bat = sub.add_parser("batch", help="triptych batch caption locally and on Ray vs triptych-caption, one folder")
+    bat.add_argument("--count", type=int, default=256, help="images in the folder")
+    bat.add_argument("--batch-size", type=int, default=32)
+    bat.add_argument("--model", default="shapes")
+    bat.add_argument("--ray", default=None, metavar="ADDRESS", help="a Ray cluster (default: a local instance)")
     args = parser.parse_args(argv)
+    if args.what == "batch":
+        if min(args.count, args.batch_size) <= 0:
+            parser.error("--count and --batch-size must be positive")
+        from .batch import benchmark_batch
+
+        print_table(benchmark_batch(args.count, args.batch_size, args.model, args.ray))
+        return 0
     if args.what == "memory":
+        _need_the_app_extra(parser)  # it measures the app itself
+        from .memory import benchmark_memory
+
         rows = benchmark_memory(args.preset, args.device, args.dtype)
     elif args.what == "load":
         return _load(parser, args)
@@ -117,7 +132,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _need_the_app_extra(parser: argparse.ArgumentParser) -> None:
+    """The memory, load and soak benchmarks run the app (and drive it through gradio_client): say how to install
+    it."""
+    try:
+        require("gradio", "app", "this benchmark")
+        require("gradio_client", "app", "this benchmark")
+    except MissingExtraError as err:
+        parser.error(str(err))
+
+
 def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _need_the_app_extra(parser)
+    from .load import run_load, serve_in_background
 
     if args.clients <= 0 or not args.seconds > 0:
         parser.error("--clients and --seconds must be positive")
@@ -135,6 +162,9 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _soak(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    _need_the_app_extra(parser)
+    from .load import run_soak, serve_in_background
+
     if min(args.requests, args.clients) <= 0 or args.warmup < 0 or not args.max_growth > 0:
         parser.error("--requests, --clients and --max-growth must be positive, --warmup >= 0")
     if (args.url is None) != (args.pid is None):

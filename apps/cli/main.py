@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 
 import triptych
+from triptych.core.extras import MissingExtraError, require
 
 
 def _module(name: str):
@@ -33,6 +34,11 @@ def _run(module: str, prefix: tuple[str, ...] = ()) -> Callable[[list[str]], int
     return run
 
 
+def _serve(argv: list[str]) -> int:
+    require("gradio", "app", "triptych serve")
+    return _run("serve.app")(argv)
+
+
 def _ask(argv: list[str]) -> int:
     """`ask IMAGES --question Q` -> `caption IMAGES --ask Q` (the caption script's own flag)."""
     argv = ["--ask" if arg == "--question" else arg for arg in argv]
@@ -40,7 +46,7 @@ def _ask(argv: list[str]) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "serve": (_run("serve.app"), "serve every capability in one Gradio app (HTTP API included)"),
+    "serve": (_serve, "serve every capability in one Gradio app (HTTP API included)"),
     "classify": (_run("cli.classify"), "zero-shot classification of images against labels"),
     "caption": (_run("cli.caption"), "caption images"),
     "ask": (_ask, "answer a question about images (--question)"),
@@ -49,6 +55,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "interpolate": (_run("cli.generate", ("--interpolate",)), "blend prompts and --image files (--weights)"),
     "presets": (lambda argv: _module("cli.presets").list_main(argv), "list the named presets of real weights"),
     "download": (lambda argv: _module("cli.presets").download_main(argv), "fetch a preset's weights"),
+    "batch": (_run("batch.main"), "classify, caption, ask or embed whole datasets into Parquet (--ray: on Ray)"),
+    "search": (_run("batch.search"), "text -> images or image -> images over `triptych batch embed` output"),
     "evaluate": (_run("evaluation.main"), "scores on the shapes world"),
     "benchmark": (_run("benchmarks.main"), "speed and memory tables against the peers"),
 }
@@ -71,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"triptych: unknown command {command!r}\n\n{usage()}", end="", file=sys.stderr)
         return 2
-    return COMMANDS[command][0](rest)
+    try:
+        return COMMANDS[command][0](rest)
+    except MissingExtraError as err:
+        print(f"triptych {command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
