@@ -167,3 +167,15 @@ def test_bad_usage_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert batch_main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_ray_without_the_extra_names_it(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['ray'] = None; from triptych.apps.batch.main import main; "
+        f"sys.exit(main(['embed', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r}, '--ray']))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "pip install 'triptych[distributed]'" in run.stderr, run.stderr[-400:]

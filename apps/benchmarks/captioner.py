@@ -58,7 +58,7 @@ def benchmark_vlm(
                 start = time.perf_counter()
                 generate()  # warm-up (for the compiled step: compiling it)
                 if "compiled" in name:
-                    rows.append((f"batch {bs}: compile time (first call)", f"{time.perf_counter() - start:.1f} s"))
+                    rows.append((f"batch {bs}: {name}: compile time", f"{time.perf_counter() - start:.1f} s"))
             # round-robin, one call of each per round: a shared machine's drifting speed hits every row alike
             times: dict[str, list[float]] = {name: [] for name in runs}
             firsts: dict[str, list[float]] = {name: [] for name, (_, first) in runs.items() if first}
