@@ -39,7 +39,7 @@ from torchvision import transforms as T
 
 from triptych.core.checkpoint import export_folder, training_record
 from triptych.core.manifest import sha256
-from triptych.core.model_card import CARD, WORLD_DATASET, write_card
+from triptych.core.model_card import WORLD_DATASET, current_card, write_card
 from triptych.core.tokenizer_files import save_for_transformers
 from triptych.core.training import (
     Loop,
@@ -109,7 +109,7 @@ def export_local_dir(model: torch.nn.Module, recipe: dict, tokenizer_dir: Path, 
             shutil.copy(tokenizer_dir / name, tmp / name)
         (tmp / "training.json").write_text(json.dumps(info, indent=1) + "\n")
         summary = "A CLIP trained by triptych on the shapes world (world.md): zero-shot classification there."
-        write_card(tmp, "clip", name=out.name, summary=summary, datasets=[WORLD_DATASET], keep_from=out / CARD)
+        write_card(tmp, "clip", name=out.name, summary=summary, datasets=[WORLD_DATASET], keep_from=current_card(out))
 
 
 class WorldBatches:

@@ -9,6 +9,7 @@ from pathlib import Path
 from huggingface_hub import ModelCard, ModelCardData
 
 from . import presets
+from .checkpoint import current_folder
 
 CARD = "README.md"
 LICENSE = "apache-2.0"
@@ -58,6 +59,11 @@ def card_data(part: str, base_model: list[str] | None = None, datasets: list[str
 def hub_models(names: list[str | None]) -> list[str]:
     """The Hub repositories behind preset names (others, like folders, name no Hub model and are left out)."""
     return [repo.repo_id for name in names if name in presets.PRESETS for repo in presets.PRESETS[name].repos]
+
+
+def current_card(out: str | Path) -> Path:
+    """Where an export folder's existing card is: in `out`, or in the `.previous` copy a crash mid-switch left."""
+    return (current_folder(Path(out)) or Path(out)) / CARD
 
 
 def write_card(

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING
 import diffusers
 
 from triptych.core.checkpoint import export_folder
-from triptych.core.model_card import CARD, write_card
+from triptych.core.model_card import current_card, write_card
 from triptych.core.resolve import GENERATOR_CONFIG
 
 from .grid import FOLDER as GRID_FOLDER
 
 if TYPE_CHECKING:
-    from .pipeline import UnCLIPGenerator
+    from .decoder import DecoderStage
+    from .prior import PriorStage
+    from .settings import GenerationSettings
 
 MODEL_INDEX = "model_index.json"
 DECODER_PIPELINE = "KandinskyV22Pipeline"
@@ -54,18 +56,28 @@ def write_model_index(folder: str | Path) -> Path | None:
     return path
 
 
-def save_generator(generator: UnCLIPGenerator, folder: str | Path, encoder: str | None = None) -> Path:
-    """Write `generator` as a folder `diffusion.load` reads back (and diffusers, for the decoder half): every
-    model as safetensors in its current dtype, the schedulers as loaded (not as last switched by a call),
-    generator.json (`encoder`: the name to load the encoder by, default the encoder's own), a sha256 manifest.
-    Written whole into place: a crash leaves the old folder or the new one."""
+def save_generator(
+    folder: str | Path,
+    prior: PriorStage,
+    decoder: DecoderStage,
+    *,
+    encoder: str,
+    image_size: int,
+    defaults: GenerationSettings,
+    scheduler_config: dict,
+    source: str,
+) -> Path:
+    """Write a generator (`UnCLIPGenerator.save_pretrained`) as a folder `diffusion.load` reads back (and
+    diffusers, for the decoder half): every model as safetensors in its current dtype, the decoder's scheduler as
+    loaded (`scheduler_config`, not as a call last switched it), generator.json (`encoder`: the name to load the
+    encoder by), a model card naming `source`, a sha256 manifest. Written whole: a crash leaves the old folder or
+    the new one."""
     folder = Path(folder)
-    prior, decoder = generator.prior, generator.decoder
     config = {
-        "encoder": encoder if encoder is not None else generator.encoder.name,
-        "image_size": generator.image_size,
+        "encoder": encoder,
+        "image_size": image_size,
         "prior_normalize_text": prior.normalize_text,
-        "defaults": {k: v for k, v in asdict(generator.defaults).items() if k != "seed"},
+        "defaults": {k: v for k, v in asdict(defaults).items() if k != "seed"},
     }
     with export_folder(folder) as tmp:
         prior.prior.save_pretrained(tmp / "prior", safe_serialization=True)
@@ -73,12 +85,12 @@ def save_generator(generator: UnCLIPGenerator, folder: str | Path, encoder: str 
         decoder.movq.save_pretrained(tmp / "movq", safe_serialization=True)
         prior.scheduler.save_pretrained(tmp / "prior_scheduler")
         (tmp / "scheduler").mkdir()
-        scheduler = json.dumps(generator.decoder_scheduler_config, indent=1, default=list)
+        scheduler = json.dumps(scheduler_config, indent=1, default=list)
         (tmp / "scheduler" / "scheduler_config.json").write_text(scheduler + "\n")
         if decoder.grid is not None:
             decoder.grid.save(tmp / GRID_FOLDER)
         (tmp / GENERATOR_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
         write_model_index(tmp)
-        summary = f"An unCLIP text-to-image generator saved by triptych from {generator.name}."
-        write_card(tmp, "diffusion", name=folder.name, summary=summary, keep_from=folder / CARD)
+        summary = f"An unCLIP text-to-image generator saved by triptych from {source}."
+        write_card(tmp, "diffusion", name=folder.name, summary=summary, keep_from=current_card(folder))
     return folder

@@ -28,7 +28,7 @@ from torchvision.utils import make_grid, save_image
 from triptych import clip
 from triptych.core.checkpoint import export_folder, replace_folder, training_record, write_text_atomic
 from triptych.core.errors import WeightsError
-from triptych.core.model_card import CARD, WORLD_DATASET, write_card
+from triptych.core.model_card import WORLD_DATASET, current_card, write_card
 from triptych.core.training import (
     Loop,
     TrainingOptions,
@@ -494,7 +494,7 @@ def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = Fal
             f"An unCLIP text-to-image generator trained by triptych on {source}, on the encoder {config['encoder']}."
         )
         datasets = [WORLD_DATASET] if world else None
-        write_card(tmp, "diffusion", name=out.name, summary=summary, datasets=datasets, keep_from=out / CARD)
+        write_card(tmp, "diffusion", name=out.name, summary=summary, datasets=datasets, keep_from=current_card(out))
 
 
 def main(argv: list[str] | None = None) -> None:

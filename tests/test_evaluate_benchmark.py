@@ -79,8 +79,11 @@ def test_bundled_encoder_meets_the_bar_on_fresh_samples(encoder):
     scores = evaluate_encoder(encoder, count=1000, seed=20261123)
     for split, bars in THRESHOLDS.items():
         for task, bar in bars.items():
-            if task in EDIT_KINDS:
-                continue  # issue 14's binding bar (0.95) is not met yet: see below and the README
+            if task == "relation_inversion":
+                # issue 14's bar is 0.95; the bundled encoder sits at it, not safely above: 0.963 / 0.946 on seed
+                # 1234, 0.946 in distribution on this seed. Asserted where it stands, so a regression still fails,
+                # and the gap stays on record (README, model card)
+                bar = 0.92
             assert scores[split][task] >= bar, (split, task, scores[split][task])
 
 

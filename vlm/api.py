@@ -15,7 +15,7 @@ from triptych.core.devices import resolve_device, resolve_dtype
 from triptych.core.errors import InvalidImageError, InvalidTextError, WeightsError
 from triptych.core.images import ImageInput, load_images
 from triptych.core.manifest import MANIFEST, verify_manifest
-from triptych.core.model_card import CARD, write_card
+from triptych.core.model_card import current_card, write_card
 from triptych.core.resolve import Parts, resolve
 from triptych.core.weights_files import check_folder
 
@@ -105,7 +105,7 @@ class Captioner:
             self.vlm.save_pretrained(tmp, dtype=None, encoder=encoder)
             self.codec.save(tmp, self.vlm.config.decoder.max_position_embeddings)
             summary = f"A VLM saved by triptych from {self.name}: captions and answers."
-            write_card(tmp, "vlm", name=Path(folder).name, summary=summary, keep_from=Path(folder) / CARD)
+            write_card(tmp, "vlm", name=Path(folder).name, summary=summary, keep_from=current_card(folder))
         return Path(folder)
 
     def save_decoder(self, folder: str | Path) -> Path:
@@ -116,7 +116,7 @@ class Captioner:
             self.vlm.decoder.save_pretrained(tmp)
             self.codec.save(tmp, self.vlm.config.decoder.max_position_embeddings)
             summary = f"The language model of the triptych VLM {self.name}, alone (text only)."
-            write_card(tmp, "decoder", name=Path(folder).name, summary=summary, keep_from=Path(folder) / CARD)
+            write_card(tmp, "decoder", name=Path(folder).name, summary=summary, keep_from=current_card(folder))
         return Path(folder)
 
     def _stream(self, images: list[Image.Image], prompts: list[str], cfg: GenerationConfig) -> Iterator[str]:

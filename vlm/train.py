@@ -20,7 +20,7 @@ from triptych import clip
 from triptych.core import presets
 from triptych.core.checkpoint import export_folder, has_checkpoint, read_checkpoint_state, training_record
 from triptych.core.datasets import FileSamples, read_samples
-from triptych.core.model_card import CARD, WORLD_DATASET, hub_models, write_card
+from triptych.core.model_card import WORLD_DATASET, current_card, hub_models, write_card
 from triptych.core.training import (
     Loop,
     TrainingOptions,
@@ -194,7 +194,7 @@ def train(
                 summary=f"A VLM trained by triptych on {data or 'the shapes world'}: captions and answers.",
                 base_model=hub_models([recipe["encoder"], recipe.get("decoder_path")]),
                 datasets=None if data else [WORLD_DATASET],
-                keep_from=out / CARD,
+                keep_from=current_card(out),
             )
     return info
 
