@@ -133,7 +133,16 @@ class UnCLIPGenerator:
         (default: the loaded encoder's name)."""
         from .saving import save_generator
 
-        return save_generator(self, folder, encoder)
+        return save_generator(
+            folder,
+            self.prior,
+            self.decoder,
+            encoder=encoder if encoder is not None else self.encoder.name,
+            image_size=self.image_size,
+            defaults=self.defaults,
+            scheduler_config=self.decoder_scheduler_config,
+            source=self.name,
+        )
 
     def variations(
         self,
