@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from .batch import benchmark_batch
 
         print_table(benchmark_batch(args.count, args.batch_size, args.model, args.ray))
+        sys.stdout.flush()  # before Ray's own shutdown at exit
         return 0
     if args.what == "memory":
         _need_the_app_extra(parser)  # it measures the app itself
