@@ -161,10 +161,12 @@ def test_search_top_k_is_exact_across_chunks(monkeypatch):
         (["embed", "nowhere/", "--out", "o"], "no such file"),
         (["embed", "x", "--out", "o", "--batch-size", "0"], "must be positive"),
         (["embed", "x", "--out", "o", "--sidecars"], "--sidecars"),
+        (["embed", "x.png", "x.png", "--out", "o"], "twice"),
     ],
 )
 def test_bad_usage_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.png").write_bytes(b"")  # an input named twice is refused before it is read
     assert batch_main(argv) == 2
     assert message in capsys.readouterr().err
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import tarfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -43,11 +44,9 @@ def list_items(inputs: list[str], image_column: str = "image") -> list[Item]:
             raise ValueError(f"{raw}: no file matches")
         for name in matches:
             items.extend(_items_of(Path(name), image_column))
-    keys = [item.key for item in items]
-    if len(set(keys)) != len(keys):
-        seen: set[str] = set()
-        twice = next(k for k in keys if k in seen or seen.add(k))
-        raise ValueError(f"the inputs name {twice!r} twice; every input image must appear once")
+    twice = [key for key, n in Counter(item.key for item in items).items() if n > 1]
+    if twice:
+        raise ValueError(f"the inputs name {twice[0]!r} twice; every input image must appear once")
     return items
 
 
