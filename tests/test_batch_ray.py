@@ -121,3 +121,15 @@ def test_resume_after_an_interrupted_ray_run(cluster, photos, tmp_path, monkeypa
     summary = run_job(JobSpec("embed"), [str(photos)], tmp_path / "out", placement, batch_size=4, progress=False)
     keys = read_rows(tmp_path / "out").column("key").to_pylist()
     assert summary.skipped == before and len(keys) == len(set(keys)) == 16
+
+
+def test_actors_that_would_take_every_cpu_are_refused_not_left_waiting(cluster, photos, tmp_path):
+    """Four one-CPU actors on this four-CPU cluster leave no CPU for the decoding tasks: Ray would wait forever
+    (found on a two-core machine with two workers); the job is refused at once, naming the way out."""
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="leave none for decoding.*--num-cpus-per-worker"):
+        run_job(JobSpec("caption"), [str(photos)], tmp_path / "out", Placement(ray=True, workers=4), progress=False)
+    with pytest.raises(ValueError, match="need 2 GPUs; the Ray cluster has 0"):
+        placement = Placement(ray=True, workers=2, gpus_per_worker=1.0)
+        run_job(JobSpec("caption"), [str(photos)], tmp_path / "out", placement, progress=False)
+    assert time.perf_counter() - start < 30

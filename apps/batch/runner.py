@@ -96,6 +96,7 @@ def _on_ray(spec: JobSpec, items: list[Item], placement: Placement, batch_size: 
         return
     if not ray.is_initialized():
         ray.init(address=placement.address, ignore_reinit_error=True, log_to_driver=False)
+    check_room(placement, ray.cluster_resources())
     ray.data.DataContext.get_current().enable_progress_bars = progress  # ours counts rows either way
     dataset = ray.data.from_items([item.as_dict() for item in items])
     decoded = dataset.map_batches(
@@ -113,6 +114,26 @@ def _on_ray(spec: JobSpec, items: list[Item], placement: Placement, batch_size: 
         max_task_retries=-1,
     )
     yield from results.iter_batches(batch_format="pyarrow", batch_size=None)
+
+
+def check_room(placement: Placement, resources: dict[str, float]) -> None:
+    """Refuse, rather than wait forever, a job whose actors would take every CPU (the decoding tasks need one
+    each and would never be scheduled) or more GPUs than the cluster has. Judged on the cluster as it is now
+    (an autoscaling cluster that would grow is refused too: ask for what it holds)."""
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    actor_cpus = placement.workers * placement.cpus_per_worker
+    actor_gpus = placement.workers * placement.gpus_per_worker
+    if actor_gpus > gpus:
+        raise ValueError(
+            f"{placement.workers} workers x {placement.gpus_per_worker} GPUs need {actor_gpus:g} GPUs; the Ray "
+            f"cluster has {gpus:g}: lower --workers or --num-gpus-per-worker"
+        )
+    if cpus - actor_cpus < 1:
+        raise ValueError(
+            f"{placement.workers} workers x {placement.cpus_per_worker:g} CPUs take {actor_cpus:g} of the Ray "
+            f"cluster's {cpus:g} CPUs and leave none for decoding images: lower --workers or "
+            f"--num-cpus-per-worker (fractions such as 0.5 are fine)"
+        )
 
 
 def _write_sidecars(table, files: dict[str, Path]) -> None:

@@ -41,9 +41,12 @@ def benchmark_batch(count: int, batch_size: int, model: str, ray_address: str | 
         # Ray is left to shut down at exit: an explicit ray.shutdown() here aborted the process on this machine
         # (a Ray check failure, "RpcError CANCELLED" in GetDrainingNodes) before the table was printed
         ray.init(address=ray_address, ignore_reinit_error=True, log_to_driver=False)
+        cpus = ray.cluster_resources().get("CPU", 1.0)
         for workers in (1, 2):
+            # one CPU stays free for the decoding tasks (on a two-core machine: 1 x 1 CPU, then 2 x 0.5)
+            share = min(1.0, (cpus - 1) / workers)
             start = time.perf_counter()
-            placement = Placement(ray=True, address=ray_address, workers=workers)
+            placement = Placement(ray=True, address=ray_address, workers=workers, cpus_per_worker=share)
             run_job(spec, [str(folder)], Path(tmp) / f"ray{workers}", placement, batch_size, progress=False)
             timings[f"triptych batch caption --ray, {workers} worker{'s' * (workers > 1)}"] = (
                 time.perf_counter() - start
