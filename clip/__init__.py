@@ -14,6 +14,7 @@ from triptych.core.images import load_image, load_images
 from .encoder import Encoder, TextStates
 from .factory import load
 from .templates import IMAGENET, WORLD
+from .vision_tower import load_vision_tower, vision_tower_weights
 
 __all__ = [
     "IMAGENET",
@@ -28,6 +29,8 @@ __all__ = [
     "load",
     "load_image",
     "load_images",
+    "load_vision_tower",
     "resolve_device",
     "resolve_dtype",
+    "vision_tower_weights",
 ]

@@ -110,6 +110,11 @@ class Encoder:
         return None if blocks is None else len(blocks)
 
     @property
+    def image_mean(self) -> tuple[float, float, float]:
+        """The per-channel mean (0-1) the pixels are normalised with (LLaVA pads images with it)."""
+        return tuple(float(v) for v in self._mean.flatten().tolist())
+
+    @property
     def pad_id(self) -> int:
         return int(getattr(getattr(self.model, "text", self.model), "pad_id", 0))
 

@@ -89,16 +89,7 @@ def build_open_clip(text: dict, vision: dict, *, where: Path) -> CLIP:
         norm_kwargs={"eps": text.get("layer_norm_eps", 1e-5)},
         **pool,
     )
-    vision_cfg = CLIPVisionCfg(
-        layers=vision["num_hidden_layers"],
-        width=vision["hidden_size"],
-        head_width=vision["hidden_size"] // vision["num_attention_heads"],
-        mlp_ratio=vision["intermediate_size"] / vision["hidden_size"],
-        patch_size=vision["patch_size"],
-        image_size=vision["image_size"],
-        norm_kwargs={"eps": vision.get("layer_norm_eps", 1e-5)},
-    )
-    return CLIP(text["projection_dim"], vision_cfg, text_cfg, quick_gelu=quick_gelu)
+    return CLIP(text["projection_dim"], vision_cfg(vision), text_cfg, quick_gelu=quick_gelu)
 
 
 def _blocks(state: dict[str, torch.Tensor], src: str, dst: str, layers: int) -> dict[str, torch.Tensor]:
@@ -116,30 +107,65 @@ def _blocks(state: dict[str, torch.Tensor], src: str, dst: str, layers: int) -> 
     return out
 
 
+def convert_vision_tower(state: dict[str, torch.Tensor], layers: int, src: str = "vision_model") -> dict:
+    """An HF CLIP vision tower (`{src}.*`) -> open_clip's `visual.*` names, the projection left out (LLaVA's
+    tower has none)."""
+    return {
+        "visual.class_embedding": state[f"{src}.embeddings.class_embedding"],
+        "visual.conv1.weight": state[f"{src}.embeddings.patch_embedding.weight"],
+        "visual.positional_embedding": state[f"{src}.embeddings.position_embedding.weight"],
+        "visual.ln_pre.weight": state[f"{src}.pre_layrnorm.weight"],
+        "visual.ln_pre.bias": state[f"{src}.pre_layrnorm.bias"],
+        "visual.ln_post.weight": state[f"{src}.post_layernorm.weight"],
+        "visual.ln_post.bias": state[f"{src}.post_layernorm.bias"],
+        **_blocks(state, src, "visual.transformer", layers),
+    }
+
+
 def convert_state_dict(state: dict[str, torch.Tensor], text_layers: int, vision_layers: int) -> dict[str, torch.Tensor]:
     """HF CLIP weights (text_model.*, vision_model.*, text_projection, visual_projection[, logit_scale]) ->
     open_clip CLIP names."""
-    t, v = "text_model", "vision_model"
+    t = "text_model"
     out = {
         "token_embedding.weight": state[f"{t}.embeddings.token_embedding.weight"],
         "positional_embedding": state[f"{t}.embeddings.position_embedding.weight"],
         "ln_final.weight": state[f"{t}.final_layer_norm.weight"],
         "ln_final.bias": state[f"{t}.final_layer_norm.bias"],
         "text_projection": state["text_projection.weight"].T,  # (width, D): open_clip multiplies x @ proj
-        "visual.class_embedding": state[f"{v}.embeddings.class_embedding"],
-        "visual.conv1.weight": state[f"{v}.embeddings.patch_embedding.weight"],
-        "visual.positional_embedding": state[f"{v}.embeddings.position_embedding.weight"],
-        "visual.ln_pre.weight": state[f"{v}.pre_layrnorm.weight"],
-        "visual.ln_pre.bias": state[f"{v}.pre_layrnorm.bias"],
-        "visual.ln_post.weight": state[f"{v}.post_layernorm.weight"],
-        "visual.ln_post.bias": state[f"{v}.post_layernorm.bias"],
         "visual.proj": state["visual_projection.weight"].T,  # (width, D)
         **_blocks(state, t, "transformer", text_layers),
-        **_blocks(state, v, "visual.transformer", vision_layers),
+        **convert_vision_tower(state, vision_layers),
     }
     if "logit_scale" in state:
         out["logit_scale"] = state["logit_scale"].reshape(())
     return out
+
+
+def vision_cfg(vision: dict) -> CLIPVisionCfg:
+    """open_clip's config for an HF CLIP vision config."""
+    return CLIPVisionCfg(
+        layers=vision["num_hidden_layers"],
+        width=vision["hidden_size"],
+        head_width=vision["hidden_size"] // vision["num_attention_heads"],
+        mlp_ratio=vision["intermediate_size"] / vision["hidden_size"],
+        patch_size=vision["patch_size"],
+        image_size=vision["image_size"],
+        norm_kwargs={"eps": vision.get("layer_norm_eps", 1e-5)},
+    )
+
+
+def build_vision_tower(vision: dict, *, where: Path) -> torch.nn.Module:
+    """An open_clip vision tower alone (no projection used) with the shape of an HF CLIP vision config."""
+    from open_clip.model import _build_vision_tower
+
+    quick_gelu = _check(vision, where)
+    return _build_vision_tower(vision.get("projection_dim", vision["hidden_size"]), vision_cfg(vision), quick_gelu)
+
+
+def processor_transform(settings: dict, size: int):
+    """The eval transform of a CLIPImageProcessor's settings (mean/std; resize the short side, centre crop)."""
+    mean, std = tuple(settings.get("image_mean", OPENAI_MEAN)), tuple(settings.get("image_std", OPENAI_STD))
+    return image_transform(size, is_train=False, mean=mean, std=std, resize_mode="shortest")
 
 
 class HFTokenizer:
@@ -187,9 +213,7 @@ def load_hf_clip(folders: HFClipFolders) -> tuple[CLIP, object, HFTokenizer]:
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in converted.items()}, strict=False)
     if missing or unexpected:
         raise WeightsError(f"{folders.text.parent}: weights do not fit (missing {missing[:5]}, extra {unexpected[:5]})")
-    mean, std, size = OPENAI_MEAN, OPENAI_STD, vision["image_size"]
-    if folders.image_processor is not None:
-        proc = read_json(folders.image_processor / "preprocessor_config.json")
-        mean, std = tuple(proc.get("image_mean", mean)), tuple(proc.get("image_std", std))
-    preprocess = image_transform(size, is_train=False, mean=mean, std=std, resize_mode="shortest")
+    processor = folders.image_processor
+    settings = read_json(processor / "preprocessor_config.json") if processor is not None else {}
+    preprocess = processor_transform(settings, vision["image_size"])
     return model, preprocess, HFTokenizer(folders.tokenizer, text.get("max_position_embeddings", 77))

@@ -45,6 +45,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
         "scheduler/scheduler_config.json",
     ),
     "language_model": ("config.json", "model*.safetensors", "tokenizer.json"),
+    "clip": ("config.json", "model*.safetensors", "vocab.json", "merges.txt"),  # a transformers CLIPModel
+    "llava": ("config.json", "model*.safetensors", "tokenizer.json"),  # LlavaForConditionalGeneration (llava-hf)
 }
 
 
@@ -55,6 +57,7 @@ class Repo:
     repo_id: str
     role: str  # a key of REQUIRED
     revision: str | None = None
+    download_gb: float = 0.0  # the safetensors fetched (parameters x stored bytes), from the model cards
 
     @property
     def folder_name(self) -> str:
@@ -80,11 +83,22 @@ class Preset:
         """Weights in fp16 (2 bytes a parameter); activations come on top."""
         return sum(self.params_millions.values()) * 2e6 / 2**30
 
+    @property
+    def download_gb(self) -> float:
+        return sum(repo.download_gb for repo in self.repos)
+
     def roles(self) -> set[str]:
         return {repo.role for repo in self.repos}
 
 
-VIT_B_32 = Repo("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "encoder")
+VIT_B_32 = Repo("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "encoder", download_gb=0.61)
+# LLaVA-1.5's tower is this CLIP, frozen: the VLM reads the encoder's patch tokens (the checkpoint's fp16 copy of
+# the tower is downloaded but not loaded)
+CLIP_L_336 = Repo("openai/clip-vit-large-patch14-336", "clip", download_gb=1.71)
+LLAVA_NOTE = (
+    "captions and answers about real photos (LLaVA-1.5: the projector and {lm} of llava-hf, converted on load) on "
+    "OpenAI's CLIP ViT-L/14-336, which also classifies"
+)
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
@@ -97,23 +111,35 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "siglip-vit-b-16",
             "zero-shot classification with independent per-label sigmoid scores (SigLIP ViT-B-16, WebLI)",
-            (Repo("timm/ViT-B-16-SigLIP", "encoder"),),
+            (Repo("timm/ViT-B-16-SigLIP", "encoder", download_gb=0.81),),
             {"encoder": 203.2},
         ),
         Preset(
             "llava-smollm2-135m",
             "the LLaVA recipe: train a projector (and optionally the decoder) from ViT-B-32 patch tokens into "
             "SmolLM2-135M-Instruct on your captioned images, then serve the VLM folder it writes",
-            (VIT_B_32, Repo("HuggingFaceTB/SmolLM2-135M-Instruct", "language_model")),
+            (VIT_B_32, Repo("HuggingFaceTB/SmolLM2-135M-Instruct", "language_model", download_gb=0.27)),
             {"encoder": 151.3, "language model": 134.5},
+        ),
+        Preset(
+            "llava-1.5-7b",
+            LLAVA_NOTE.format(lm="Vicuna-7B"),
+            (CLIP_L_336, Repo("llava-hf/llava-1.5-7b-hf", "llava", download_gb=14.13)),
+            {"encoder": 427.9, "projector": 21.0, "language model": 6738.4},
+        ),
+        Preset(
+            "llava-1.5-13b",
+            LLAVA_NOTE.format(lm="Vicuna-13B"),
+            (CLIP_L_336, Repo("llava-hf/llava-1.5-13b-hf", "llava", download_gb=26.70)),
+            {"encoder": 427.9, "projector": 31.5, "language model": 13015.9},
         ),
         Preset(
             "kandinsky-2.2",
             "text-to-image, image variations and interpolation at 512 px (Kandinsky 2.2: CLIP ViT-bigG-14, "
             "diffusion prior, UNet decoder, MoVQ); the encoder also classifies",
             (
-                Repo("kandinsky-community/kandinsky-2-2-prior", "prior"),
-                Repo("kandinsky-community/kandinsky-2-2-decoder", "decoder"),
+                Repo("kandinsky-community/kandinsky-2-2-prior", "prior", download_gb=14.2),
+                Repo("kandinsky-community/kandinsky-2-2-decoder", "decoder", download_gb=5.1),
             ),
             {"image encoder": 1844.9, "text encoder": 694.7, "prior": 1000.0, "unet": 1222.0, "movq": 67.0},
         ),
@@ -188,13 +214,14 @@ def fetch(name: str, to: Path | None = None, cache_dir: Path | None = None) -> d
 
 
 def table() -> str:
-    """Markdown: every preset, what it is for and its fp16 weight memory."""
+    """Markdown: every preset, what it is for, its fp16 weight memory and its download size."""
     rows = [
-        "| preset | for | repositories | fp16 weights |",
-        "|---|---|---|---|",
-        "| `shapes` | the bundled shapes-world models: all three jobs offline, fast on a CPU | (bundled) | 0.02 GiB |",
+        "| preset | for | repositories | fp16 weights | download (≈ parameters x stored bytes) |",
+        "|---|---|---|---|---|",
+        "| `shapes` | the bundled shapes-world models: all three jobs offline, fast on a CPU | (bundled) | 0.02 GiB | "
+        "none |",
     ]
     for p in PRESETS.values():
         repos = ", ".join(f"`{r.repo_id}`" for r in p.repos)
-        rows.append(f"| `{p.name}` | {p.purpose} | {repos} | {p.fp16_gib:.1f} GiB |")
+        rows.append(f"| `{p.name}` | {p.purpose} | {repos} | {p.fp16_gib:.1f} GiB | {p.download_gb:.1f} GB |")
     return "\n".join(rows)

@@ -2,10 +2,11 @@
 
 Names are: "shapes" (the bundled models); a registered preset (fetched, or read from the hub cache offline); a
 folder laid out as the hub lays out a preset (one subfolder per repository, as `triptych download --to` writes);
-a folder in our own layout (clip/ with any of vlm/ and diffusion/); a folder holding one part (an encoder, a VLM,
-a generator, Kandinsky's prior and decoder repositories); or, for the encoder, an open_clip architecture[:tag],
-"local-dir:FOLDER" or "hf-hub:org/repo". `clip.load`, `vlm.load`, `diffusion.load` and the app's Service all take a
-name or the Parts it resolves to, so one name means the same models everywhere.
+a folder in our own layout (clip/ with any of vlm/ and diffusion/); a folder holding one part (an encoder; a VLM
+or a transformers llava-hf folder; a generator; Kandinsky's prior and decoder repositories); or, for the encoder,
+an open_clip architecture[:tag], "local-dir:FOLDER" or "hf-hub:org/repo". `clip.load`, `vlm.load`,
+`diffusion.load` and the app's Service all take a name or the Parts it resolves to, so one name means the same
+models everywhere.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ GENERATOR_CONFIG = "generator.json"
 LOCAL_DIR, HF_HUB = "local-dir:", "hf-hub:"
 NEEDS = {  # what a folder of each part holds, for errors
     "encoder": "an encoder folder has open_clip_config.json + open_clip_model.safetensors, or a transformers CLIP",
-    "vlm": "a VLM folder has config.json with a 'vlm' section, model.safetensors and tokenizer.json",
+    "vlm": "a VLM folder has config.json with a 'vlm' section, model.safetensors and tokenizer.json (or is a "
+    "transformers llava-hf folder)",
     "generator": f"a generator folder has {GENERATOR_CONFIG} (or Kandinsky's prior and decoder repositories)",
 }
 
@@ -77,7 +79,7 @@ def _from_folder(name: str, folder: Path) -> Parts:
         return Parts(name, str(folder / "clip"), parts["vlm"], parts["diffusion"])
     if (folder / GENERATOR_CONFIG).is_file():
         return Parts(name, generator=folder)
-    if _is_vlm(folder):
+    if _is_vlm(folder) or _is_llava(folder):
         return Parts(name, vlm=folder)
     pair = find_kandinsky_pair(folder)
     if pair is not None:
@@ -99,24 +101,33 @@ def _is_encoder(folder: Path) -> bool:
 
 
 def _from_repos(name: str, folders: dict[str, Path]) -> Parts:
-    encoder = folders.get("encoder", folders.get("prior"))  # else the CLIP Kandinsky's prior repository ships
-    return Parts(name, str(encoder) if encoder else None, None, folders.get("prior"), folders.get("decoder"))
+    # an open_clip or transformers CLIP, else the CLIP Kandinsky's prior repository ships
+    encoder = folders.get("encoder") or folders.get("clip") or folders.get("prior")
+    vlm, prior, decoder = folders.get("llava"), folders.get("prior"), folders.get("decoder")
+    return Parts(name, str(encoder) if encoder else None, vlm, prior, decoder)
+
+
+def _is_llava(folder: Path) -> bool:
+    """transformers' LlavaForConditionalGeneration layout (llava-hf), which vlm.load converts."""
+    config = folder / "config.json"
+    return config.is_file() and read_json(config).get("model_type") == "llava"
 
 
 def _refuse_transformers_vlm(folder: Path) -> None:
-    """A transformers vision-language folder (LlavaForConditionalGeneration and the like) is not ours to guess
-    at: say what it is rather than "holds nothing loadable"."""
+    """A transformers vision-language folder other than LLaVA (Idefics, PaliGemma, LLaVA-NeXT...) is not ours to
+    guess at: say what it is rather than "holds nothing loadable"."""
     config = folder / "config.json"
     if not config.is_file():
         return
     data = read_json(config)
     architectures = data.get("architectures") if isinstance(data.get("architectures"), list) else []
     vision_language = [a for a in architectures if isinstance(a, str) and a.endswith("ForConditionalGeneration")]
-    if vision_language or "llava" in str(data.get("model_type", "")):
+    if vision_language or "llava" in str(data.get("model_type", "")):  # llava-next, llava-onevision...
         what = vision_language[0] if vision_language else f"model_type {data.get('model_type')!r}"
         raise WeightsError(
-            f"{folder} is a transformers vision-language folder ({what}); triptych does not convert it. A "
-            f"triptych VLM folder has config.json with a 'vlm' section (vlm.load, or Captioner.save_pretrained)"
+            f"{folder} is a transformers vision-language folder ({what}); triptych converts only LLaVA "
+            f"(model_type 'llava'). A triptych VLM folder has config.json with a 'vlm' section (vlm.load, or "
+            f"Captioner.save_pretrained)"
         )
 
 

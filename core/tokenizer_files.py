@@ -15,6 +15,7 @@ from .weights_files import read_json
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
+PROCESSOR_CHAT_TEMPLATE = "chat_template.json"
 MAX_TEMPLATE_BYTES = 1024 * 1024
 
 
@@ -40,7 +41,8 @@ def save_for_transformers(
 
 
 def read_chat_template(folder: str | Path) -> str | None:
-    """The folder's chat template (`chat_template.jinja`, else tokenizer_config.json's "chat_template"), or None.
+    """The folder's chat template (`chat_template.jinja`, else tokenizer_config.json's "chat_template", else a
+    processor's `chat_template.json`), or None.
     Only a single template string is taken; named template lists are refused rather than one guessed."""
     folder = Path(folder)
     file = folder / CHAT_TEMPLATE_FILE
@@ -50,6 +52,9 @@ def read_chat_template(folder: str | Path) -> str | None:
         return file.read_text(encoding="utf-8")
     config = folder / TOKENIZER_CONFIG
     template = read_json(config).get("chat_template") if config.is_file() else None
+    processor = folder / PROCESSOR_CHAT_TEMPLATE  # where transformers' processors (LLaVA's) keep theirs
+    if template is None and processor.is_file():
+        config, template = processor, read_json(processor).get("chat_template")
     if template is not None and not isinstance(template, str):
         raise WeightsError(f"{config}: 'chat_template' must be one template string, got {type(template).__name__}")
     return template

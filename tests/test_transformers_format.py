@@ -1,6 +1,7 @@
 """The VLM as a transformers user meets it: AutoTokenizer and GenerationConfig read the bundled folder with our ids,
 the language model exports as a LlamaForCausalLM folder with our logits, save_pretrained round-trips, and a
-transformers vision-language folder is refused by name instead of guessed at."""
+transformers vision-language folder other than LLaVA (tests/test_llava_hf.py) is refused by name instead of guessed
+at."""
 
 from __future__ import annotations
 
@@ -63,10 +64,23 @@ def test_save_pretrained_round_trips(captioner, encoder, tmp_path):
     assert again.ask(images, "how many objects are there?") == captioner.ask(images, "how many objects are there?")
 
 
-def test_a_transformers_llava_folder_is_refused_by_name(tmp_path):
+@pytest.mark.parametrize(
+    ("model_type", "architecture"),
+    [("paligemma", "PaliGemmaForConditionalGeneration"), ("llava_next", "LlavaNextForConditionalGeneration")],
+)
+def test_a_transformers_vision_language_folder_other_than_llava_is_refused_by_name(tmp_path, model_type, architecture):
+    folder = tmp_path / model_type
+    folder.mkdir()
+    config = {"architectures": [architecture], "model_type": model_type, "vision_config": {}}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match=f"{architecture}.*converts only LLaVA"):
+        vlm.load(str(folder))
+
+
+def test_a_malformed_llava_folder_names_the_missing_key(tmp_path):
     folder = tmp_path / "llava-1.5-7b-hf"
     folder.mkdir()
     config = {"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava", "vision_config": {}}
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(WeightsError, match="LlavaForConditionalGeneration.*does not convert"):
+    with pytest.raises(WeightsError, match="config.json: key 'text_config' is missing"):
         vlm.load(str(folder))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from triptych.core.errors import WeightsError
 from triptych.vlm.config import DecoderConfig
@@ -43,6 +43,43 @@ def test_logits_match_llama_for_causal_lm(tmp_path, tie):
         expected = ref(ids).logits
         got = ours(ids)
     assert (got - expected).abs().max() < 1e-4
+
+
+FAMILY_EXTRAS = {  # what sets each family apart, switched on so the parity test exercises it
+    "llama": dict(attention_bias=True),
+    "mistral": dict(sliding_window=64),
+    "qwen2": dict(),  # biases on q/k/v, none on o
+    "qwen3": dict(head_dim=24),  # QK-norm, head_dim apart from hidden / heads
+    "smollm3": dict(no_rope_layer_interval=2, tie_word_embeddings=True),  # every second layer without RoPE
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILY_EXTRAS))
+def test_every_family_named_in_the_readme_matches_transformers(tmp_path, model_type):
+    """Each supported model_type, a tiny random folder written by transformers' own class: the same logits (fp32,
+    < 1e-4), and the config we write back names the family's class again."""
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(model_type, **{**TINY, "num_hidden_layers": 4}, **FAMILY_EXTRAS[model_type])
+    cfg.pad_token_id = cfg.bos_token_id = cfg.eos_token_id = None  # SmolLM3's defaults lie outside a tiny vocabulary
+    ref = AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():  # non-zero biases and non-trivial norms, so a missed weight would show
+        for name, p in ref.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)
+            elif "norm" in name:
+                p.uniform_(0.5, 1.5)
+    ref.save_pretrained(tmp_path / "ref", safe_serialization=True)
+    ours = Decoder.from_pretrained(tmp_path / "ref").eval()
+    ids = torch.randint(0, TINY["vocab_size"], (2, 40))
+    with torch.no_grad():
+        expected = ref(ids).logits
+        got = ours(ids)
+    assert (got - expected).abs().max() < 1e-4
+    ours.save_pretrained(tmp_path / "ours")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "ours").eval()
+    assert type(again) is type(ref)
+    with torch.no_grad():
+        assert (again(ids).logits - expected).abs().max() < 1e-4
 
 
 def test_cached_decoding_matches_a_full_forward(tmp_path):

@@ -20,8 +20,10 @@ from triptych.core.resolve import Parts, resolve
 from triptych.core.weights_files import check_folder
 
 from .generate import GenerationConfig, Generator
+from .llava import is_llava_folder, load_llava, vision_encoder
 from .model import VLM
 from .tokenizer import TextCodec
+from .vision import image_tokens
 
 
 class Captioner:
@@ -29,9 +31,10 @@ class Captioner:
 
     def __init__(self, vlm: VLM, encoder: clip.Encoder, codec: TextCodec, name: str, compile: bool = False) -> None:
         self.vlm, self.encoder, self.codec, self.name = vlm.eval().requires_grad_(False), encoder, codec, name
-        self.generator = Generator(self.vlm.decoder, codec.eos_id, codec.decode, compiled=compile)
+        prefix = vlm.config.attention == "prefix"
+        self.generator = Generator(self.vlm.decoder, codec.eos_id, codec.decode, compiled=compile, prefix=prefix)
         blank = Image.new("RGB", (encoder.image_size, encoder.image_size))
-        patches = encoder.patch_tokens(blank, layer=vlm.config.vision_layer).shape[1]
+        patches = image_tokens(encoder, [blank], vlm.config).shape[1]
         self.image_tokens = patches // vlm.config.shuffle**2  # positions the image takes in every sequence
 
     def __repr__(self) -> str:
@@ -42,7 +45,7 @@ class Captioner:
         budget = cfg.decoder.max_position_embeddings - self.image_tokens - max_new_tokens
         out = []
         for i, prompt in enumerate(prompts):
-            ids = self.codec.prompt_ids(prompt, cfg.sep, cfg.chat_template)
+            ids = self.codec.prompt_ids(prompt, cfg.sep, cfg.chat_template, cfg.image_token, cfg.prompt_special_tokens)
             if len(ids) > budget:
                 raise InvalidTextError(f"prompt #{i} is {len(ids)} tokens; the limit is {budget}")
             out.append(ids)
@@ -50,7 +53,7 @@ class Captioner:
 
     @torch.inference_mode()
     def _prefixes(self, images: list, prompts: list[str], max_new_tokens: int):
-        tokens = self.encoder.patch_tokens(images, layer=self.vlm.config.vision_layer)  # (B, L, width)
+        tokens = image_tokens(self.encoder, images, self.vlm.config)  # (B, L, width)
         tokens = tokens.to(next(self.vlm.parameters()).dtype)
         return self.vlm.prefixes(tokens, self._prompt_ids(prompts, max_new_tokens))
 
@@ -130,25 +133,33 @@ def load(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     compile: bool = False,
+    offload: bool = False,
 ) -> Captioner:
-    """Load a VLM ("shapes", a VLM folder: config.json + model.safetensors + tokenizer.json, or a folder in our
-    layout with vlm/; see triptych.core.resolve) onto an encoder.
+    """Load a VLM ("shapes", a VLM folder: config.json + model.safetensors + tokenizer.json, a transformers
+    llava-hf folder, a LLaVA preset, or a folder in our layout with vlm/; see triptych.core.resolve) onto an
+    encoder.
 
     Pass the encoder already in use to share it; otherwise the one the VLM was trained with is loaded.
     `compile`: decode with a torch.compile'd static-shape step (faster per token; the first caption of each
-    batch size and length bucket waits for the compiler).
+    batch size and length bucket waits for the compiler). `offload` (when the encoder is loaded here): models
+    stay on the CPU and each moves to the GPU only while it runs.
     """
     parts = resolve(name)
     name, folder = parts.name, Path(parts.require("vlm"))
     if (folder / MANIFEST).is_file():
         verify_manifest(folder)
     check_folder(folder)
-    model = VLM.from_pretrained(folder)
+    llava = load_llava(folder) if is_llava_folder(folder) else None
+    model = llava.vlm if llava else VLM.from_pretrained(folder)
     codec = TextCodec.load(folder, **model.config.special_tokens)
     if model.config.chat_template:
         codec.require_chat_template(folder / "config.json")
+    if llava is not None:  # the preset's CLIP when the name has one; the VLM's patch tokens from the same tower
+        if encoder is None and parts.encoder is not None:
+            encoder = clip.load(parts, device=device, dtype=dtype, offload=offload)
+        encoder = vision_encoder(llava, encoder, device, dtype, offload)
     if encoder is None:
-        encoder = clip.load(model.config.encoder, device=device, dtype=dtype)
+        encoder = clip.load(model.config.encoder, device=device, dtype=dtype, offload=offload)
     dev = encoder.device if device is None else resolve_device(device)
     dt = encoder.dtype if dtype is None else resolve_dtype(dtype, dev)
     if encoder.vision_width != model.config.vision_width:

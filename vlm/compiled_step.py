@@ -57,12 +57,12 @@ def _step(
 class CompiledStep:
     """`step(tokens, positions, slot, valid, k, v)` -> (B, vocab) logits of the next token, one new token per
     row. Holds input-major copies of the decoder's weights taken at construction (inference only: build it
-    after loading, not during training). Decoders with QK-norm or biases decode eagerly instead."""
+    after loading, not during training). Decoders with QK-norm, biases or layers without RoPE decode eagerly."""
 
     def __init__(self, decoder: Decoder) -> None:
         cfg = decoder.config
-        if cfg.qk_norm or cfg.attention_bias or cfg.mlp_bias:
-            raise ValueError("the compiled step covers plain Llama layers (no QK-norm, no biases)")
+        if cfg.qk_norm or cfg.attention_bias or cfg.qkv_bias or cfg.mlp_bias or cfg.no_rope_layers is not None:
+            raise ValueError("the compiled step covers plain Llama layers (no QK-norm, no biases, RoPE everywhere)")
         body = decoder.model
         weights = [body.embed_tokens.weight.detach(), body.rotary.inv_freq, body.norm.weight.detach()]
         weights.append(input_major(decoder.lm_head))

@@ -9,7 +9,15 @@ from pathlib import Path
 from triptych.core.errors import WeightsError
 from triptych.core.weights_files import check_fields, read_json, weights_errors
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "smollm3")
+# model_type -> the transformers class its folders load as (every one passes the logits parity test)
+ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "smollm3": "SmolLM3ForCausalLM",
+}
+SUPPORTED_MODEL_TYPES = tuple(ARCHITECTURES)
 POSITIVE_FIELDS = (
     "vocab_size",
     "hidden_size",
@@ -24,7 +32,8 @@ POSITIVE_FIELDS = (
 
 @dataclass
 class DecoderConfig:
-    """A Llama-style decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention, optional QK-norm (Qwen3-style)."""
+    """A Llama-style decoder: RMSNorm, RoPE, SwiGLU, grouped-query attention, optional QK-norm (Qwen3), biases on
+    q/k/v alone (Qwen2), layers without RoPE (SmolLM3's `no_rope_layers`)."""
 
     vocab_size: int = 128
     hidden_size: int = 256
@@ -40,6 +49,9 @@ class DecoderConfig:
     attention_bias: bool = False
     mlp_bias: bool = False
     qk_norm: bool = False
+    qkv_bias: bool | None = None  # None: as attention_bias (Qwen2 biases q/k/v but not o)
+    no_rope_layers: list | None = None  # per layer, 1 = RoPE, 0 = none (SmolLM3); None: RoPE everywhere
+    model_type: str = "llama"
 
     def __post_init__(self) -> None:
         """Types and ranges checked here, so a malformed config.json fails at load naming its key."""
@@ -53,10 +65,21 @@ class DecoderConfig:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.qkv_bias is None:
+            self.qkv_bias = self.attention_bias
+        rope = self.no_rope_layers
+        if rope is not None and (len(rope) != self.num_hidden_layers or any(v not in (0, 1) for v in rope)):
+            raise ValueError(f"no_rope_layers must be {self.num_hidden_layers} values of 0 or 1, got {rope!r}")
+        if self.model_type not in ARCHITECTURES:
+            raise ValueError(f"model_type {self.model_type!r} is not supported; use one of {SUPPORTED_MODEL_TYPES}")
+
+    def uses_rope(self, layer: int) -> bool:
+        return self.no_rope_layers is None or bool(self.no_rope_layers[layer])
 
     @classmethod
     def from_hf(cls, data: dict) -> DecoderConfig:
-        """From a Hugging Face config dict (Llama, Mistral, Qwen2/3 layouts; plain RoPE only)."""
+        """From a Hugging Face config dict (Llama, Mistral, Qwen2/3, SmolLM3 layouts; plain RoPE only). A sliding
+        attention window (Mistral v0.1) caps the context at the window, inside which attention is the same."""
         model_type = data.get("model_type", "llama")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise WeightsError(
@@ -72,14 +95,30 @@ class DecoderConfig:
         kwargs["rope_theta"] = rope.get("rope_theta", data.get("rope_theta", 10000.0))
         kwargs["qk_norm"] = data.get("qk_norm", model_type == "qwen3")
         kwargs.setdefault("num_key_value_heads", data.get("num_attention_heads"))
+        kwargs["model_type"] = model_type
+        if model_type == "qwen2":
+            kwargs.update(qkv_bias=True, attention_bias=False)
+        if model_type == "smollm3" and data.get("no_rope_layers") is None:
+            interval = data.get("no_rope_layer_interval", 4)
+            layers = data.get("num_hidden_layers", cls.num_hidden_layers)
+            if isinstance(interval, int) and isinstance(layers, int) and interval > 0:
+                kwargs["no_rope_layers"] = [int((i + 1) % interval != 0) for i in range(layers)]
+        window = data.get("sliding_window")
+        if isinstance(window, int) and window > 0 and data.get("use_sliding_window", model_type == "mistral"):
+            kwargs["max_position_embeddings"] = min(window, data.get("max_position_embeddings", window))
         return cls(**kwargs)
 
     def to_hf(self) -> dict:
-        """A LlamaForCausalLM config.json (with `qk_norm` recorded for our own loader)."""
+        """A config.json of the family it came from (LlamaForCausalLM for our own), `qk_norm` and `qkv_bias`
+        recorded for our own loader."""
         data = asdict(self)
         data.update(
-            model_type="llama",
-            architectures=["LlamaForCausalLM"],
+            architectures=[ARCHITECTURES[self.model_type]],
+            # special token ids live in generation_config.json and the tokenizer files; a family's defaults here
+            # (SmolLM3's pad 128004) would lie outside a smaller vocabulary
+            pad_token_id=None,
+            bos_token_id=None,
+            eos_token_id=None,
             hidden_act="silu",
             rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
         )

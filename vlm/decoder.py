@@ -2,7 +2,8 @@
 
 Names follow transformers' LlamaForCausalLM: model.embed_tokens, model.layers.N.self_attn.{q,k,v,o}_proj,
 model.layers.N.mlp.{gate,up,down}_proj, model.layers.N.{input,post_attention}_layernorm, model.norm, lm_head
-(and self_attn.{q,k}_norm for QK-norm models, as Qwen3 names them).
+(and self_attn.{q,k}_norm for QK-norm models, as Qwen3 names them). Llama, Mistral, Qwen2, Qwen3 and SmolLM3
+folders load (each checked against transformers' own class in tests/test_vlm_decoder.py).
 """
 
 from __future__ import annotations
@@ -112,12 +113,13 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 class Attention(nn.Module):
     """Grouped-query attention with RoPE, optional QK-norm, and an optional preallocated KV cache."""
 
-    def __init__(self, cfg: DecoderConfig) -> None:
+    def __init__(self, cfg: DecoderConfig, rope: bool = True) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=cfg.attention_bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.attention_bias)
+        self.rope = rope  # False: no positional rotation in this layer (SmolLM3's NoPE layers)
+        self.q_proj = nn.Linear(cfg.hidden_size, self.heads * self.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=cfg.attention_bias)
         if cfg.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
@@ -143,7 +145,8 @@ class Attention(nn.Module):
         qk, v = qkv[:, : h + kvh], qkv[:, h + kvh :]
         if hasattr(self, "q_norm"):
             qk = torch.cat([self.q_norm(qk[:, :h]), self.k_norm(qk[:, h:])], dim=1)
-        qk = apply_rope(qk, cos, sin)  # queries and keys rotated together
+        if self.rope:
+            qk = apply_rope(qk, cos, sin)  # queries and keys rotated together
         q, k = qk[:, :h], qk[:, h:]
         if cache is not None:
             k, v = cache.update(layer, k, v, start)  # (B, kv_heads, start + T, hd)
@@ -172,9 +175,9 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: DecoderConfig) -> None:
+    def __init__(self, cfg: DecoderConfig, layer: int) -> None:
         super().__init__()
-        self.self_attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.self_attn, self.mlp = Attention(cfg, rope=cfg.uses_rope(layer)), MLP(cfg)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -189,7 +192,7 @@ class Body(nn.Module):
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
 

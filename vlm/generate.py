@@ -109,23 +109,34 @@ class Generator:
     """Decodes continuations of embedded prefixes with one decoder. `decode` maps token ids to text."""
 
     def __init__(
-        self, decoder: Decoder, eos_id: int, decode: Callable[[list[int]], str], compiled: bool = False
+        self,
+        decoder: Decoder,
+        eos_id: int,
+        decode: Callable[[list[int]], str],
+        compiled: bool = False,
+        prefix: bool = True,
     ) -> None:
         """`compiled`: greedy and sampled steps run a torch.compile'd static-shape step (CompiledStep); the
-        first call per (batch, cache length bucket) compiles it (tens of seconds on a CPU)."""
-        self.decoder, self.eos_id, self.decode = decoder, eos_id, decode
+        first call per (batch, cache length bucket) compiles it (tens of seconds on a CPU). `prefix`: the
+        embedded prefix attends to itself whole (prefix-LM); False: causally (LLaVA)."""
+        self.decoder, self.eos_id, self.decode, self.prefix = decoder, eos_id, decode, prefix
         self.compiled_step = CompiledStep(decoder) if compiled else None
 
     def _prefill(self, embeds: torch.Tensor, valid: torch.Tensor, max_new: int, length: int | None = None):
         b, p, _ = embeds.shape
         cache = self.decoder.new_cache(b, length or p + max_new, device=embeds.device, dtype=embeds.dtype)
         positions = positions_from_valid(valid)
-        # the whole prefix attends to itself: without padding no mask is needed at all
-        mask = None if bool(valid.all()) else prefix_lm_mask(valid, torch.full((b,), p, device=valid.device))
+        # prefix-LM: the whole prefix attends to itself, so without padding no mask is needed at all; causal:
+        # the decoder's own causal mask, unless padding needs the full one
+        mask = None if bool(valid.all()) else prefix_lm_mask(valid, self._prefix_lengths(b, p, valid.device))
         logits = self.decoder(
-            inputs_embeds=embeds, positions=positions, mask=mask, cache=cache, last_only=True, causal=False
+            inputs_embeds=embeds, positions=positions, mask=mask, cache=cache, last_only=True, causal=not self.prefix
         )
         return cache, logits[:, -1], positions[:, -1]
+
+    def _prefix_lengths(self, b: int, p: int, device: torch.device) -> torch.Tensor:
+        """(B,) the span that attends bidirectionally: the whole prefix, or nothing under causal attention."""
+        return torch.full((b,), p if self.prefix else 0, device=device)
 
     def _step(
         self, tokens: torch.Tensor, cache, valid: torch.Tensor, prev_pos: torch.Tensor, start: int, unpadded: bool
@@ -186,7 +197,7 @@ class Generator:
             valid = torch.cat([valid, torch.ones(b, 1, dtype=torch.bool, device=valid.device)], 1)
             if cache is None:  # recompute everything: [prefix | generated], prefix-LM mask
                 seq = torch.cat([seq, self.decoder.model.embed_tokens(tokens[:, None])], 1)
-                mask = prefix_lm_mask(valid, torch.full((b,), p, device=valid.device))
+                mask = prefix_lm_mask(valid, self._prefix_lengths(b, p, valid.device))
                 logits = self.decoder(
                     inputs_embeds=seq, positions=positions_from_valid(valid), mask=mask, last_only=True
                 )[:, -1]

@@ -1,4 +1,5 @@
-"""Early-fusion VLM: [image tokens | <bos> prompt <sep> | answer <eos>] in one sequence, prefix-LM attention."""
+"""Early-fusion VLM: [image tokens | <bos> prompt <sep> | answer <eos>] in one sequence, prefix-LM attention; or,
+as LLaVA, the image spliced in where the prompt's image token stands, with causal attention throughout."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from .config import DecoderConfig
 from .decoder import Decoder
 from .masks import positions_from_valid, prefix_lm_mask
 from .projector import Projector
-from .tokenizer import CAPTION_PROMPT, SEP
+from .tokenizer import CAPTION_PROMPT, IMAGE_SLOT, SEP
+
+ATTENTION = ("prefix", "causal")
 
 
 @dataclass
@@ -33,6 +36,11 @@ class VLMConfig:
     sep: str = SEP
     special_tokens: dict[str, str] = field(default_factory=dict)  # bos/eos/pad names when not the world's
     chat_template: bool = False  # prompt through the tokenizer's chat template (instruct decoders); else <bos> p <sep>
+    attention: str = "prefix"  # "prefix": [image | prompt] sees itself whole (PaliGemma); "causal" (LLaVA)
+    image_token: str | None = None  # the prompt token the image replaces (LLaVA's "<image>"); None: image first
+    prompt_special_tokens: bool = False  # tokenize prompts with the tokenizer's own added tokens (LLaVA's <s>)
+    vision_final_norm: bool = True  # the tower's final norm on the patch tokens (LLaVA reads a hidden layer raw)
+    pad_to_square: bool = False  # pad images to a square of the encoder's mean colour first (LLaVA-1.5's "pad")
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
     def __post_init__(self) -> None:
@@ -42,6 +50,10 @@ class VLMConfig:
         names = self.special_tokens
         if set(names) - {"bos", "eos", "pad"} or not all(isinstance(v, str) and v for v in names.values()):
             raise ValueError(f"special_tokens maps bos/eos/pad to token strings, got {names!r}")
+        if self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+        if self.image_token is not None and not (self.image_token and self.chat_template):
+            raise ValueError("image_token needs chat_template (the template places it) and must be non-empty")
 
 
 class VLM(nn.Module):
@@ -57,10 +69,19 @@ class VLM(nn.Module):
         table = self.decoder.model.embed_tokens
         return table(torch.tensor(ids, dtype=torch.long, device=table.weight.device))  # (T, H)
 
+    def splice(self, image: torch.Tensor, prompt: list[int]) -> torch.Tensor:
+        """(L + T, H) embeddings of one prompt with its projected image (L, H) where the prompt holds IMAGE_SLOT
+        (LLaVA), else before the prompt."""
+        at = prompt.index(IMAGE_SLOT) if IMAGE_SLOT in prompt else None
+        if at is None:
+            return torch.cat([image, self.embed_text(prompt)])
+        return torch.cat([self.embed_text(prompt[:at]), image, self.embed_text(prompt[at + 1 :])])
+
     def prefixes(self, image_tokens: torch.Tensor, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded (B, P, H) embeddings of [image | prompt ids] and their validity (B, P), for generation."""
+        """Left-padded (B, P, H) embeddings of [image | prompt ids] (or the prompt with the image spliced in) and
+        their validity (B, P), for generation."""
         images = self.projector(image_tokens)  # (B, L, H)
-        rows = [torch.cat([img, self.embed_text(p)]) for img, p in zip(images, prompts, strict=True)]
+        rows = [self.splice(img, p) for img, p in zip(images, prompts, strict=True)]
         length = max(r.shape[0] for r in rows)
         embeds = images.new_zeros(len(rows), length, images.shape[-1])
         valid = torch.zeros(len(rows), length, dtype=torch.bool, device=images.device)
@@ -76,22 +97,23 @@ class VLM(nn.Module):
         tokens lets captions dominate the gradient and short answers go unlearned. The prefix is context only.
         """
         images = self.projector(image_tokens)  # (B, L, H)
-        b, n_img, h = images.shape
-        lengths = [n_img + len(p) + len(a) for p, a in zip(prompts, answers, strict=True)]
-        s = max(lengths)
+        b, _, h = images.shape
+        pairs = zip(images, prompts, answers, strict=True)
+        rows = [torch.cat([self.splice(img, p), self.embed_text(a)]) for img, p, a in pairs]  # (S_i, H) each
+        s = max(r.shape[0] for r in rows)
         embeds = images.new_zeros(b, s, h)
         valid = torch.zeros(b, s, dtype=torch.bool, device=images.device)
         targets = torch.full((b, s), -100, dtype=torch.long, device=images.device)
         prefix = torch.zeros(b, dtype=torch.long, device=images.device)
-        for i, (p, a) in enumerate(zip(prompts, answers, strict=True)):
-            text = self.embed_text(p + a)
-            embeds[i, :n_img] = images[i]
-            embeds[i, n_img : lengths[i]] = text
-            valid[i, : lengths[i]] = True
-            prefix[i] = n_img + len(p)
+        for i, (row, a) in enumerate(zip(rows, answers, strict=True)):
+            embeds[i, : len(row)] = row
+            valid[i, : len(row)] = True
+            prefix[i] = len(row) - len(a)  # image + prompt
             # the token at position t predicts the token at t + 1: the answer's tokens are predicted from
             # the last prompt token onwards
-            targets[i, prefix[i] - 1 : lengths[i] - 1] = torch.tensor(a, device=images.device)
+            targets[i, prefix[i] - 1 : len(row) - 1] = torch.tensor(a, device=images.device)
+        if self.config.attention == "causal":
+            prefix = torch.zeros_like(prefix)  # no bidirectional prefix: every token sees only what precedes it
         logits = self.decoder(
             inputs_embeds=embeds, positions=positions_from_valid(valid), mask=prefix_lm_mask(valid, prefix)
         )

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from triptych.core.errors import WeightsError
+from triptych.core.errors import InvalidTextError, WeightsError
 from triptych.core.tokenizer_files import read_chat_template, save_for_transformers
 from triptych.core.wordlevel import BOS, EOS, PAD
 
 SEP = "<sep>"  # ends the prompt; the answer follows
+IMAGE_SLOT = -1  # in prompt ids: where the image's tokens go (never a real id)
 CAPTION_PROMPT = "caption"
 GENERATION_CONFIG = "generation_config.json"
 
@@ -49,15 +50,33 @@ class TextCodec:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def prompt_ids(self, prompt: str, sep: str, chat: bool) -> list[int]:
+    def prompt_ids(
+        self, prompt: str, sep: str, chat: bool, image_token: str | None = None, special_tokens: bool = False
+    ) -> list[int]:
         """What precedes the answer: with `chat`, the user turn through the chat template with the assistant's
         turn opened (as transformers' apply_chat_template(..., add_generation_prompt=True)); else
-        `<bos> prompt <sep>`."""
+        `<bos> prompt <sep>`.
+
+        `image_token`: the turn holds an image and a text part (LLaVA's conversation format), and the image
+        token the template writes comes back as IMAGE_SLOT; a prompt that itself contains that token is refused
+        (user text never places images). `special_tokens`: tokenize with the tokenizer's own added tokens, as
+        transformers' processors do (LLaVA's leading <s>)."""
         if not chat:
             return [self.bos_id, *self.encode(prompt), *self.encode(sep)]
-        messages = [{"role": "user", "content": prompt}]
+        content: str | list = prompt
+        if image_token is not None:
+            if image_token in prompt:
+                raise InvalidTextError(f"the prompt may not contain the image token {image_token!r}")
+            content = [{"type": "image"}, {"type": "text", "text": prompt}]
+        messages = [{"role": "user", "content": content}]
         text = self._chat.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return self.encode(text)
+        ids = self.tokenizer.encode(text, add_special_tokens=special_tokens).ids
+        if image_token is None:
+            return ids
+        image_id = self.tokenizer.token_to_id(image_token)
+        if image_id is None or ids.count(image_id) != 1:
+            raise WeightsError(f"the chat template must place the image token {image_token!r} once in a user turn")
+        return [IMAGE_SLOT if i == image_id else i for i in ids]
 
     def require_chat_template(self, where: str | Path) -> None:
         """WeightsError naming `where` (the config that asks for the template) when the tokenizer has none."""

@@ -37,6 +37,7 @@ from .data import Batch, WorldSamples, build_world_tokenizer
 from .decoder import Decoder
 from .model import VLM, VLMConfig
 from .tokenizer import TextCodec
+from .vision import image_tokens
 
 MODULES = ("projector", "decoder")
 
@@ -131,8 +132,11 @@ class VLMLoop(Loop):
         config, codec = self.model.config, self.codec
         with torch.no_grad():
             # (B, L, width); clone: an inference tensor cannot enter autograd (with B = 1, Linear saves it as is)
-            tokens = self.encoder.patch_tokens(images, layer=config.vision_layer).float().clone()
-        prompt_ids = [codec.prompt_ids(p, config.sep, config.chat_template) for p in prompts]
+            tokens = image_tokens(self.encoder, images, config).float().clone()
+        prompt_ids = [
+            codec.prompt_ids(p, config.sep, config.chat_template, config.image_token, config.prompt_special_tokens)
+            for p in prompts
+        ]
         answer_ids = [[*codec.encode(a), codec.eos_id] for a in answers]
         with self.accelerator.autocast():
             return self.wrapped(tokens, prompt_ids, answer_ids)

@@ -4,6 +4,7 @@
     triptych-caption images/ --format json           # a folder, as JSON
     triptych-caption photo.png --ask "how many objects are there?"
     triptych-caption photo.png --stream              # print the caption as it is decoded
+    triptych-caption photo.jpg --model llava-1.5-7b  # real photos: LLaVA-1.5 (fp16 on a GPU; --offload if small)
 
 Exit codes: 0 all done; 1 some files were skipped (each is reported); 2 bad usage or no usable input.
 """
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ask", help="a question to ask of every image (default: caption)")
     parser.add_argument("--stream", action="store_true", help="print the answer as it is decoded (one image)")
     parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument("--model", default="shapes", help="VLM folder or 'shapes'")
+    parser.add_argument("--model", default="shapes", help="'shapes', a preset (llava-1.5-7b) or a VLM folder")
     parser.add_argument("--encoder", help="encoder (default: the one the VLM was trained with)")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device")
     parser.add_argument("--dtype")
+    parser.add_argument("--offload", action="store_true", help="models on the CPU, each on the GPU while it runs")
     parser.add_argument("--recursive", action="store_true")
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the decode step: faster per token, slow first batch"
@@ -71,11 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, clip.TriptychError) as err:
         return fail(prog, err)
     try:
-        encoder = clip.load(args.encoder, device=args.device, dtype=args.dtype) if args.encoder else None
+        encoder = (
+            clip.load(args.encoder, device=args.device, dtype=args.dtype, offload=args.offload)
+            if args.encoder
+            else None
+        )
     except Exception as err:  # a corrupt folder may fail inside any library: one line, never a traceback
         return fail(prog, load_error("encoder", args.encoder, err))
     try:
-        captioner = vlm.load(args.model, encoder=encoder, device=args.device, dtype=args.dtype, compile=args.compile)
+        captioner = vlm.load(
+            args.model, encoder, device=args.device, dtype=args.dtype, compile=args.compile, offload=args.offload
+        )
     except Exception as err:
         return fail(prog, load_error("VLM", args.model, err))
 
