@@ -155,6 +155,14 @@ def test_without_the_app_extra_serve_names_the_extra() -> None:
     assert run.returncode == 2 and "pip install 'triptych[app]'" in run.stderr, run.stderr[-500:]
 
 
+@pytest.mark.parametrize("blocked", ["ray", "ray.serve"])
+def test_serve_on_ray_without_ray_serve_names_the_extra(blocked: str) -> None:
+    code = f"import sys; sys.modules[{blocked!r}] = None; from triptych.apps.cli.main import main; "
+    code += "sys.exit(main(['serve', '--ray']))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "pip install 'triptych[distributed]'" in run.stderr, run.stderr[-500:]
+
+
 def test_a_stand_in_clip_package_does_not_shadow_ours(tmp_path: Path) -> None:
     """OpenAI's CLIP installs a top-level `clip`; with one earlier on sys.path, ours still imports and runs."""
     (tmp_path / "clip").mkdir()

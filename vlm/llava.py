@@ -159,8 +159,10 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def encoder_tower_digest(encoder: clip.Encoder, names: list[str]) -> str | None:
-    """The digest of the encoder's image tower over the same weight names, or None when it lacks any."""
-    state = encoder.model.state_dict()
+    """The digest of the encoder's image tower over the same weight names, or None when it lacks any (or its
+    weights are not in this process: an encoder deployment on Ray Serve)."""
+    model = getattr(encoder, "model", None)
+    state = model.state_dict() if model is not None else {}
     if not all(name in state for name in names):
         return None
     return weights_digest({name: state[name] for name in names})
@@ -173,7 +175,8 @@ def tower_is_the_encoders(checkpoint: LlavaCheckpoint, encoder: clip.Encoder) ->
     if encoder.dtype != torch.bfloat16:
         theirs, ours = checkpoint.tower_digest, encoder_tower_digest(encoder, list(checkpoint.tower))
         return ours == theirs, f"digest {theirs[:12]} vs {ours[:12] if ours else 'a different architecture'}"
-    state = encoder.model.state_dict()
+    model = getattr(encoder, "model", None)
+    state = model.state_dict() if model is not None else {}
     for name, weight in checkpoint.tower.items():
         mine = state.get(name)
         if mine is None or mine.shape != weight.shape:

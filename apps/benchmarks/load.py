@@ -11,6 +11,7 @@ and at the end must stay within a budget.
 
 triptych-benchmark load --clients 16 --seconds 60        (starts its own server on a free port)
 triptych-benchmark load --url http://127.0.0.1:7860/      (an app already running)
+triptych-benchmark load --ray --seconds 30                (serve vs serve --ray with 1 and 2 replicas, one table)
 triptych-benchmark soak --requests 2000                   (starts its own server, measures its memory)
 """
 
@@ -310,10 +311,50 @@ def run_soak(url: str, server_pid: int, requests: int = 2000, warmup: int = 200,
     return report
 
 
-def serve_in_background(preset: str = "shapes", port: int = 7861) -> subprocess.Popen:
-    """`triptych serve` as a child process; returns once the page answers."""
+def ray_config(replicas: int, folder: Path) -> Path:
+    """The bundled Ray Serve config with `replicas` encoders, captioners and generators, written to `folder`."""
+    import yaml
+
+    from triptych.apps.serve.cluster import DEFAULT_CONFIG
+
+    data = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for deployment in data["applications"][0]["deployments"]:
+        if deployment["name"] != "Gateway":
+            deployment.pop("autoscaling_config", None)
+            deployment["num_replicas"] = replicas
+    path = folder / f"ray_serve_{replicas}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def compare_serving(preset: str, port: int, clients: int, seconds: float) -> list[tuple[str, str]]:
+    """The load test against `triptych serve`, then `triptych serve --ray` with 1 and 2 replicas of each model
+    deployment (Ray started by each server on this machine), side by side."""
+    rows: list[tuple[str, str]] = [("clients / seconds per setup", f"{clients} / {seconds:g}")]
+    with tempfile.TemporaryDirectory() as tmp:
+        setups = [("serve", ())]
+        setups += [(f"serve --ray, {n} replica{'s' * (n > 1)}", ("--ray", "--config", str(ray_config(n, Path(tmp)))))
+                   for n in (1, 2)]  # fmt: skip
+        for name, extra in setups:
+            server = serve_in_background(preset, port, extra)
+            try:
+                report = run_load(f"http://127.0.0.1:{port}/", clients, seconds)
+            finally:
+                server.terminate()
+                server.wait(60)
+            total = sum(map(len, report.latencies.values()))
+            rows.append((f"{name}: requests/s", f"{total / seconds:.1f}"))
+            rows += [(f"{name}: {endpoint} requests, p50 / p95 / max s", _spread(times))
+                     for endpoint, times in report.latencies.items()]  # fmt: skip
+            rows.append((f"{name}: errors and wrong answers", str(len(report.errors))))
+    return rows
+
+
+def serve_in_background(preset: str = "shapes", port: int = 7861, extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`triptych serve` (with `extra` arguments) as a child process; returns once the page answers."""
 
     command = [sys.executable, "-m", "triptych.apps.cli.main", "serve", "--preset", preset, "--port", str(port)]
+    command += list(extra)
     server = subprocess.Popen(command)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--port", type=int, default=7861)
     load.add_argument("--clients", type=int, default=16)
     load.add_argument("--seconds", type=float, default=60.0)
+    load.add_argument(
+        "--ray", action="store_true", help="compare `triptych serve` with `serve --ray` at 1 and 2 replicas, one run"
+    )
     soak = sub.add_parser("soak", help="mixed requests, each a new session, against `triptych serve`: memory growth")
     soak.add_argument("--requests", type=int, default=2000)
     soak.add_argument("--warmup", type=int, default=200, help="requests before the first memory reading")
@@ -149,6 +152,11 @@ def _load(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.clients <= 0 or not args.seconds > 0:
         parser.error("--clients and --seconds must be positive")
+    if args.ray:
+        from .load import compare_serving
+
+        print_table(compare_serving(args.preset, args.port, args.clients, args.seconds))
+        return 0
     server = None if args.url else serve_in_background(args.preset, args.port)
     try:
         report = run_load(args.url or f"http://127.0.0.1:{args.port}/", args.clients, args.seconds)

@@ -82,6 +82,14 @@ def build_app(service: Service) -> gr.Blocks:
     return app
 
 
+def _batcher(service: Service, fn):
+    """item -> result through a MicroBatcher (one process: concurrent requests share a model call), or straight
+    to `fn([item])` where the service batches elsewhere (Ray Serve's `@serve.batch`, in its replicas)."""
+    if getattr(service, "micro_batch", True):
+        return MicroBatcher(fn, service.lock, max_batch=MAX_BATCH)
+    return lambda item: fn([item])[0]
+
+
 # ---------------------------------------------------------------- classify
 def _classify_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> None:
     from triptych.world import ALL_PAIRS
@@ -100,7 +108,7 @@ def _classify_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> No
                 out[i] = dict(zip(names, row))
         return out
 
-    batcher = MicroBatcher(classify_batch, service.lock, max_batch=MAX_BATCH)
+    batcher = _batcher(service, classify_batch)
 
     def classify(image: Image.Image, labels: str, templates: str) -> dict[str, float]:
         require_image(image)  # templates: the Radio refuses anything but its choices
@@ -148,9 +156,7 @@ def _caption_tab(service: Service, scenes: list[tuple[Image.Image, str]]) -> Non
             text += piece
             yield text
 
-    batcher = MicroBatcher(
-        lambda items: captioner.ask([i for i, _ in items], [q for _, q in items]), service.lock, max_batch=MAX_BATCH
-    )
+    batcher = _batcher(service, lambda items: captioner.ask([i for i, _ in items], [q for _, q in items]))
 
     def ask(image: Image.Image, question: str) -> str:
         require_image(image)
@@ -380,6 +386,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="models on Ray Serve: a running cluster's address (ray://HOST:10001 or HOST:6379), or none to start "
+        "Ray here; needs the [distributed] extra",
+    )
+    parser.add_argument(
+        "--config", help="with --ray: a `serve deploy` YAML (default: the bundled ray_serve.yaml, two encoders)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,11 +406,37 @@ def main(argv: list[str] | None = None) -> int:
     # A private upload cache (unless one is set): Gradio names cached files by their content and deletes its own on
     # shutdown (delete_cache), so servers sharing /tmp/gradio would delete each other's uploads mid-request.
     os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="triptych-uploads-"))
+    if args.ray is not None or args.config is not None:
+        return _serve_on_ray(parser, args)
     service = Service.load(args.preset, device=args.device, dtype=args.dtype, offload=args.offload)
     print(f"triptych: loaded {args.preset} on {service.device} in {service.load_seconds:.1f} s", flush=True)
     for name, place in service.encoder.placement.where().items():
         print(f"  {name}: {place}", flush=True)
     serve(build_app(service), service, host=args.host, port=args.port)
+    return 0
+
+
+def _serve_on_ray(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from triptych.core.extras import MissingExtraError
+
+    from . import cluster
+
+    if args.ray is None:
+        parser.error("--config goes with --ray")
+    if args.offload or args.device or args.dtype:
+        parser.error("with --ray, devices and precision are the config file's (args.device, args.dtype)")
+    try:
+        config = cluster.read_config(args.config or cluster.DEFAULT_CONFIG)
+        address = None if args.ray == "local" else args.ray
+        service, deployed = cluster.deploy(config, cluster.preset_override(args.preset, config), address)
+    except (MissingExtraError, ValueError) as err:
+        parser.exit(2, f"{parser.prog}: {err}\n")
+    print(f"triptych: {'deployed' if deployed else 'attached to'} {cluster.APP_NAME} on Ray Serve", flush=True)
+    try:
+        serve(build_app(service), service, host=args.host, port=args.port)
+    finally:
+        if deployed:
+            cluster.undeploy()
     return 0
 
 

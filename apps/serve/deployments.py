@@ -1,0 +1,237 @@
+"""The service as Ray Serve deployments: the encoder once per replica, and the VLM and the generator calling it
+through deployment handles (patch tokens, text states and embeddings travel between them), each deployment with its
+own replicas, autoscaling and GPU share from the YAML config (`ray_serve.yaml`, which `serve deploy` accepts as is).
+
+Model work runs in a worker thread of its replica (a thread may wait on another deployment; the event loop may
+not), one call at a time per replica. classify and ask are batched with `@serve.batch`; every request keeps its
+own outcome (see remote.outcome), and a batch that fails is retried item by item, so one bad request never fails
+its neighbours. Generation is not batched across requests: each request's seed draws its own noise, so a seed
+gives the same images whoever else is asking (replicas scale it instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import torch
+from ray import serve
+from starlette.requests import Request
+
+from triptych import clip, diffusion, vlm
+from triptych.core.devices import precision_name, resolve_device, resolve_dtype
+from triptych.core.resolve import resolve
+
+from .remote import EncoderInfo, RemoteEncoder, outcome, unwrap
+
+APP_NAME = "triptych"
+MAX_BATCH, BATCH_WAIT_S = 16, 0.005
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _cpu(value):
+    """Tensors leave a replica on the CPU (a GPU tensor would need CUDA wherever it lands)."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, clip.TextStates):
+        return clip.TextStates(value.embeds.cpu(), value.states.cpu(), value.mask.cpu())
+    return value
+
+
+class _Replica:
+    """One model call at a time in this replica, in a worker thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    async def _run(self, fn, *args, **kwargs):
+        def locked():
+            with self._lock:
+                return fn(*args, **kwargs)
+
+        return await asyncio.to_thread(locked)
+
+
+def _by_item(run_all, items: list) -> list[tuple]:
+    """Outcomes of a whole batch in one call, or item by item when the batch fails (the error reaches only the
+    requests that cause it)."""
+    whole = outcome(run_all, items)
+    if whole[0] == "ok":
+        return [("ok", value) for value in whole[1]]
+    return [outcome(lambda item: run_all([item])[0], item) for item in items]
+
+
+@serve.deployment(name="Encoder")
+class EncoderServer(_Replica):
+    """The shared CLIP/SigLIP encoder: zero-shot classification (batched) and the tensors the other deployments
+    read."""
+
+    def __init__(self, preset: str = "shapes", device: str | None = None, dtype: str | None = None) -> None:
+        super().__init__()
+        self.encoder = clip.load(resolve(preset), device=device, dtype=dtype)
+
+    def info(self) -> tuple:
+        e = self.encoder
+        return (
+            "ok",
+            EncoderInfo(
+                e.name, e.kind, e.image_size, e.vision_width, e.vision_depth, e.embed_dim, e.image_mean,
+                e.pad_id, _count(e.model), str(e.device), precision_name(e.dtype),
+            ),
+        )  # fmt: skip
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def classify(self, items: list[tuple]) -> list[tuple]:
+        """items: (image, labels, templates) -> outcome of that image's probabilities (a list of floats)."""
+        return await self._run(_by_item, self._classify_all, items)
+
+    def _classify_all(self, items: list[tuple]) -> list[list[float]]:
+        groups: dict[tuple, list[int]] = defaultdict(list)  # requests sharing labels and templates: one call
+        for i, (_, labels, templates) in enumerate(items):
+            groups[tuple(labels), templates].append(i)
+        out: list[list[float]] = [[] for _ in items]
+        for (labels, templates), members in groups.items():
+            probs = self.encoder.classify([items[i][0] for i in members], labels, templates)
+            for row, i in zip(probs.tolist(), members, strict=True):
+                out[i] = row
+        return out
+
+    async def _tensor(self, method: str, *args) -> tuple:
+        return await self._run(lambda: outcome(lambda: _cpu(getattr(self.encoder, method)(*args))))
+
+    async def patch_tokens(self, images, layer: int, normalize: bool) -> tuple:
+        return await self._tensor("patch_tokens", images, layer, normalize)
+
+    async def zero_image_tokens(self, layer: int, normalize: bool) -> tuple:
+        return await self._tensor("zero_image_tokens", layer, normalize)
+
+    async def encode_image(self, images, normalize: bool) -> tuple:
+        return await self._tensor("encode_image", images, 256, normalize)
+
+    async def encode_text(self, texts) -> tuple:
+        return await self._tensor("encode_text", texts)
+
+    async def text_states(self, texts, allow_empty: bool, normalize: bool) -> tuple:
+        return await self._tensor("text_states", texts, allow_empty, normalize)
+
+    async def zero_image_embed(self) -> tuple:
+        return await self._tensor("zero_image_embed")
+
+    async def tokenize(self, texts) -> tuple:
+        return await self._tensor("tokenize", texts)
+
+
+async def _remote_encoder(handle, device: str | None, dtype: str | None) -> RemoteEncoder:
+    info = unwrap(await handle.info.remote())
+    dev = resolve_device(device)
+    return RemoteEncoder(handle, info, dev, resolve_dtype(dtype, dev))
+
+
+@serve.deployment(name="Captioner")
+class CaptionServer(_Replica):
+    """The VLM (projector + decoder) on the encoder deployment's patch tokens: ask (batched) and streamed
+    captions."""
+
+    async def __init__(self, encoder, preset: str = "shapes", device: str | None = None, dtype: str | None = None):
+        super().__init__()
+        remote = await _remote_encoder(encoder, device, dtype)
+        self.captioner = await asyncio.to_thread(vlm.load, resolve(preset), remote)
+
+    def info(self) -> tuple:
+        return ("ok", {"parameters": _count(self.captioner.vlm), "device": str(self.captioner.encoder.device)})
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
+    async def ask(self, items: list[tuple]) -> list[tuple]:
+        """items: (image, question, generation settings) -> outcome of the answer."""
+        return await self._run(_by_item, self._ask_all, items)
+
+    def _ask_all(self, items: list[tuple]) -> list[str]:
+        groups: dict[tuple, list[int]] = defaultdict(list)  # the same generation settings: one call
+        for i, (_, _, settings) in enumerate(items):
+            groups[tuple(sorted(settings.items()))].append(i)
+        out = [""] * len(items)
+        for key, members in groups.items():
+            answers = self.captioner.ask([items[i][0] for i in members], [items[i][1] for i in members], **dict(key))
+            for answer, i in zip(answers, members, strict=True):
+                out[i] = answer
+        return out
+
+    async def stream(self, image, prompt: str | None, settings: dict) -> AsyncIterator[tuple]:
+        """Outcomes of the answer's pieces as they are decoded (an error ends the stream)."""
+        loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+
+        def produce() -> None:
+            with self._lock:
+                try:
+                    for piece in self.captioner.stream(image, prompt, **settings):
+                        loop.call_soon_threadsafe(pieces.put_nowait, ("ok", piece))
+                    loop.call_soon_threadsafe(pieces.put_nowait, None)
+                except Exception as err:  # noqa: BLE001 -- reported to the caller as its outcome
+                    loop.call_soon_threadsafe(pieces.put_nowait, outcome(_raise, err))
+                    loop.call_soon_threadsafe(pieces.put_nowait, None)
+
+        worker = asyncio.create_task(asyncio.to_thread(produce))
+        while (item := await pieces.get()) is not None:
+            yield item
+        await worker
+
+
+def _raise(err: Exception):
+    raise err
+
+
+@serve.deployment(name="Generator")
+class GenerateServer(_Replica):
+    """The prior and the decoder on the encoder deployment's text states and embeddings."""
+
+    async def __init__(self, encoder, preset: str = "shapes", device: str | None = None, dtype: str | None = None):
+        super().__init__()
+        remote = await _remote_encoder(encoder, device, dtype)
+        self.generator = await asyncio.to_thread(diffusion.load, resolve(preset), remote)
+
+    def info(self) -> tuple:
+        g = self.generator
+        params = _count(g.prior.prior) + _count(g.decoder.unet) + _count(g.decoder.movq)
+        return ("ok", {"defaults": g.defaults, "parameters": params, "device": str(g.encoder.device)})
+
+    async def run(self, method: str, args: tuple, kwargs: dict) -> tuple:
+        """generate, variations or interpolate -> outcome of the images."""
+        if method not in ("generate", "variations", "interpolate"):
+            return ("error", "ValueError", f"unknown generator method {method!r}")
+        return await self._run(outcome, getattr(self.generator, method), *args, progress=False, **kwargs)
+
+
+@serve.deployment(name="Gateway", num_replicas=1, ray_actor_options={"num_cpus": 0})
+class Gateway:
+    """The application's ingress: `GET /triptych` says which deployments serve; the app's pages and named
+    endpoints are the Gradio front end's (`triptych serve --ray`), which calls the deployments by handle."""
+
+    def __init__(self, encoder, captioner=None, generator=None) -> None:
+        self.parts = ["encoder"] + ["captioner"] * (captioner is not None) + ["generator"] * (generator is not None)
+
+    async def __call__(self, request: Request) -> dict:
+        return {"app": APP_NAME, "deployments": self.parts}
+
+
+def build(args: dict) -> serve.Application:
+    """The application for `serve deploy` / `serve run` (import path triptych.apps.serve.deployments:build):
+    args preset, device, dtype, and (for `triptych serve --ray`, which reads the same YAML) `deployments`, the
+    options of each deployment by name (`serve deploy` applies its file's own)."""
+    preset = str(args.get("preset", "shapes"))
+    where = {"device": args.get("device"), "dtype": args.get("dtype")}
+    options = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in args.get("deployments", [])}
+    parts = resolve(preset)
+
+    def bound(deployment, *init):
+        name = deployment.name
+        return deployment.options(**options.get(name, {})).bind(*init, preset=preset, **where)
+
+    encoder = bound(EncoderServer)
+    captioner = bound(CaptionServer, encoder) if parts.vlm else None
+    generator = bound(GenerateServer, encoder) if parts.generator else None
+    return Gateway.bind(encoder, captioner, generator)

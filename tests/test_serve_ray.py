@@ -1,0 +1,136 @@
+"""The app on Ray Serve (`triptych serve --ray`), against a real local Ray instance on 127.0.0.1: every named
+endpoint through gradio_client, the same answers and the same error messages as the single-process app, and a
+killed encoder replica that costs no client a failed request and comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import ray  # the [distributed] extra, which `make` and CI install (dev)
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from ray import serve
+
+from tests.test_app import FAST, OBJECT_LABELS, generate_args
+from triptych.apps.serve import cluster
+from triptych.apps.serve.app import build_app, launch
+from triptych.world import render, sample_scene
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_url(tmp_path_factory):
+    """Ray on this machine, the bundled config deployed (two encoder replicas), and the front end on a free port."""
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    service, deployed = cluster.deploy(cluster.read_config(), "shapes", None)
+    assert deployed
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = build_app(service)
+    launch(app, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/", service
+    app.close()
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ray-uploads")
+    paths = []
+    for i in range(4):
+        path = folder / f"scene-{i}.png"
+        render(sample_scene(700 + i, num_objects=1)).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_every_endpoint_answers_as_the_single_process_app(ray_url, app_url, pictures):
+    url, service = ray_url
+    remote, local = Client(url, verbose=False), Client(app_url, verbose=False)
+    image = handle_file(str(pictures[0]))
+    for args, endpoint in (
+        ((image, OBJECT_LABELS, "world"), "/classify"),
+        ((image,), "/caption"),
+        ((image, "how many objects are there?"), "/ask"),
+    ):
+        assert remote.predict(*args, api_name=endpoint) == local.predict(*args, api_name=endpoint)
+    drawn = remote.predict(*generate_args("a large red circle"), api_name="/generate")
+    assert [item["image"] for item in drawn] and len(drawn) == 2
+    assert len(remote.predict(image, 2, *FAST.values(), api_name="/variations")) == 2
+    blended = remote.predict("a red circle", "", None, 1.0, 0.0, 0.0, 1, *FAST.values(), api_name="/interpolate")
+    assert len(blended) == 1
+    assert "Ray Serve" in service.about() and "| Encoder | 2 |" in service.about()
+
+
+@pytest.mark.parametrize(
+    ("args", "endpoint"),
+    [
+        (("PICTURE", " , ,", "world"), "/classify"),
+        (("PICTURE", "   "), "/ask"),
+        (generate_args("", num_images=1), "/generate"),
+        (generate_args("a red circle", scheduler="euler"), "/generate"),
+        (("", "", None, 0.5, 0.5, 0.0, 1, *FAST.values()), "/interpolate"),
+    ],
+)
+def test_bad_input_gets_the_same_message(ray_url, app_url, pictures, args, endpoint):
+    args = tuple(handle_file(str(pictures[1])) if a == "PICTURE" else a for a in args)
+    messages = []
+    for url in (ray_url[0], app_url):
+        with pytest.raises(AppError) as caught:
+            Client(url, verbose=False).predict(*args, api_name=endpoint)
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+
+
+def encoder_replica_pids() -> list[int]:
+    """Processes of the encoder's replicas, by the title Ray gives them (ray::ServeReplica:triptych:Encoder)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if proc.name.isdigit() and title.startswith(b"ray::ServeReplica:triptych:Encoder"):
+            pids.append(int(proc.name))
+    return pids
+
+
+def running_encoders() -> int:
+    return serve.status().applications[cluster.APP_NAME].deployments["Encoder"].replica_states.get("RUNNING", 0)
+
+
+def test_a_killed_encoder_replica_fails_no_client_and_comes_back(ray_url, pictures):
+    """16 clients classify while one of the two encoder replicas is killed (SIGKILL, as a lost node would): every
+    request still gets its answer (the front end retries what the dead replica held), and Serve starts a new one."""
+    url, _ = ray_url
+    pids = encoder_replica_pids()
+    assert len(pids) == 2 and running_encoders() == 2
+    clients = [Client(url, verbose=False) for _ in range(16)]
+    killed = threading.Event()
+    answers: list[str] = []
+
+    def work(client: Client) -> None:
+        for i in range(6):
+            result = client.predict(handle_file(str(pictures[i % 4])), OBJECT_LABELS, "world", api_name="/classify")
+            answers.append(result["label"])
+            if i == 2 and not killed.is_set():
+                killed.set()
+                os.kill(pids[0], signal.SIGKILL)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(work, clients))  # re-raises any client's failure
+    assert killed.is_set() and len(answers) == 96
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (running_encoders() == 2 and pids[0] not in encoder_replica_pids()):
+        time.sleep(1)
+    assert running_encoders() == 2 and pids[0] not in encoder_replica_pids()
