@@ -33,6 +33,7 @@ class HFClipFolders:
     vision: Path
     tokenizer: Path
     image_processor: Path | None
+    kind: str = "clip"  # or "siglip" (a SiglipModel folder: see hf_siglip.py)
 
 
 def find_hf_clip(folder: Path) -> HFClipFolders | None:
@@ -46,9 +47,10 @@ def find_hf_clip(folder: Path) -> HFClipFolders | None:
             processor if (processor / "preprocessor_config.json").is_file() else None,
         )
     config = folder / "config.json"
-    if config.is_file() and read_json(config).get("model_type") == "clip":
+    model_type = read_json(config).get("model_type") if config.is_file() else None
+    if model_type in ("clip", "siglip"):
         processor = folder if (folder / "preprocessor_config.json").is_file() else None
-        return HFClipFolders(folder, folder, folder, processor)
+        return HFClipFolders(folder, folder, folder, processor, kind=model_type)
     return None
 
 
@@ -195,7 +197,12 @@ class HFTokenizer:
 
 
 def load_hf_clip(folders: HFClipFolders) -> tuple[CLIP, object, HFTokenizer]:
-    """(fp32 open_clip model, eval preprocess, tokenizer) from an HF CLIP layout."""
+    """(fp32 open_clip model, eval preprocess, tokenizer) from an HF CLIP (or SigLIP) layout."""
+    if folders.kind == "siglip":
+        from .hf_siglip import load_hf_siglip
+
+        processor = folders.image_processor
+        return load_hf_siglip(folders.text, read_json(processor / "preprocessor_config.json") if processor else {})
     for needed in (folders.text / "config.json", folders.vision / "config.json"):
         if not needed.is_file():
             raise WeightsError(f"{needed} is missing")

@@ -91,12 +91,13 @@ def _from_folder(name: str, folder: Path) -> Parts:
 
 
 def _is_encoder(folder: Path) -> bool:
-    """An open_clip folder, a transformers CLIPModel folder or Kandinsky's split CLIP (clip.load checks the rest)."""
+    """An open_clip folder, a transformers CLIPModel or SiglipModel folder or Kandinsky's split CLIP (clip.load
+    checks the rest)."""
     config = folder / "config.json"
     return (
         (folder / "open_clip_config.json").is_file()
         or (folder / "text_encoder").is_dir()
-        or (config.is_file() and read_json(config).get("model_type") == "clip")
+        or (config.is_file() and read_json(config).get("model_type") in ("clip", "siglip"))
     )
 
 
