@@ -166,10 +166,11 @@ class SiglipTokenizer:
         )["input_ids"]
 
 
-def load_hf_siglip(folder: Path, processor: dict):
-    """(fp32 open_clip SigLIP, eval preprocess, tokenizer) from a SiglipModel folder."""
-    from .hf_bridge import processor_transform
+SIGLIP_MEAN_STD = {"image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5)}  # SigLIP's processor default
 
+
+def load_hf_siglip(folder: Path) -> tuple[CustomTextCLIP, SiglipTokenizer, int]:
+    """(fp32 open_clip SigLIP, tokenizer, image size) from a SiglipModel folder."""
     text, vision = _tower_configs(folder)
     model = build_siglip(text, vision)
     state = read_safetensors(folder, "model")
@@ -180,7 +181,4 @@ def load_hf_siglip(folder: Path, processor: dict):
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in converted.items()}, strict=False)
     if missing or unexpected:
         raise WeightsError(f"{folder}: weights do not fit (missing {missing[:5]}, extra {unexpected[:5]})")
-    preprocess = processor_transform(
-        {"image_mean": (0.5,) * 3, "image_std": (0.5,) * 3, **processor}, vision["image_size"]
-    )
-    return model, preprocess, SiglipTokenizer(folder, text.get("max_position_embeddings", 64))
+    return model, SiglipTokenizer(folder, text.get("max_position_embeddings", 64)), vision["image_size"]

@@ -134,3 +134,32 @@ def test_a_killed_encoder_replica_fails_no_client_and_comes_back(ray_url, pictur
     while time.monotonic() < deadline and not (running_encoders() == 2 and pids[0] not in encoder_replica_pids()):
         time.sleep(1)
     assert running_encoders() == 2 and pids[0] not in encoder_replica_pids()
+
+
+@serve.deployment(num_replicas=2, ray_actor_options={"num_cpus": 0})
+class DiesOnce:
+    """A replica that dies (SIGKILL) in the middle of the first request any replica receives."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def answer(self, value: int) -> tuple:
+        try:
+            self.marker.touch(exist_ok=False)  # the first request anywhere: die holding it
+        except FileExistsError:
+            return ("ok", value * 2)
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+
+def test_a_request_whose_replica_dies_under_it_is_sent_again(ray_url, tmp_path):
+    """The front end's retry, proved on a request that is in flight when its replica dies: without the retry the
+    caller gets Ray's ActorDiedError; with it, the answer (from the other replica, or the replacement)."""
+    from triptych.apps.serve.remote import call
+
+    handle = serve.run(DiesOnce.bind(str(tmp_path / "died")), name="dies-once", route_prefix=None)
+    try:
+        assert call(handle.answer, 21) == 42
+        assert (tmp_path / "died").exists()
+    finally:
+        serve.delete("dies-once")
