@@ -105,7 +105,7 @@ class DecoderStage:
         width: int = 64,
         steps: int = 50,
         guidance: float = 4.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,  # a list: one per row
         init_latents: torch.Tensor | None = None,
         strength: float = 1.0,
         callback: StepCallback | None = None,

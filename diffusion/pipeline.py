@@ -16,7 +16,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from triptych import clip
-from triptych.core.checks import check_texts
+from triptych.core.checks import check_seed, check_texts
 from triptych.core.errors import InvalidSettingError, InvalidTextError
 from triptych.core.images import ImageInput, load_image
 
@@ -76,6 +76,37 @@ class UnCLIPGenerator:
         changes = dict(seed=seed, steps=steps, guidance=guidance, num_images=num_images, **settings)
         s = self._settings("generate", changes, unused=("strength",))
         return self._text_to_image(prompts, negative_prompt, s, _generator(s.seed), callback, progress, output_type)
+
+    def generate_many(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        negative_prompts: Sequence[str] | None = None,
+        **settings,
+    ) -> list[list[Image.Image]]:
+        """One batch for several prompts, each with its own seed (and negative prompt): prompt i's images are the
+        ones `generate(prompts[i], seed=seeds[i], negative_prompt=negative_prompts[i], **settings)` gives, whoever
+        shares the batch, because each prompt's noise comes from its own generator (a generator per row, as
+        diffusers' randn_tensor takes them). Serving batches concurrent requests with it."""
+        prompts = check_texts(prompts, "prompt")
+        seeds = [check_seed(seed) for seed in seeds]
+        if len(seeds) != len(prompts):
+            raise InvalidSettingError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        s = self._settings("generate_many", settings, unused=("strength", "seed"))
+        negatives = self._negatives(negative_prompts, len(prompts)) if negative_prompts is not None else None
+        self._check_batch(len(prompts) * s.num_images * s.best_of)
+        own = [_generator(seed) for seed in seeds]
+        per_text, per_prompt = s.num_images * s.best_of * s.prior_candidates, s.num_images * s.best_of
+        texts = own * (2 if negatives else 1)  # the prior draws the negatives' rows after the prompts'
+        embeds, negative = self._prior(prompts, negatives, s, [g for g in texts for _ in range(per_text)], False)
+
+        def target() -> torch.Tensor:
+            return self.encoder.encode_text(prompts).repeat_interleave(s.num_images, dim=0)
+
+        rows = [g for g in own for _ in range(per_prompt)]
+        images = _to_pil(self._decode(embeds, negative, s, rows, target, None, False))
+        k = s.num_images
+        return [images[i * k : (i + 1) * k] for i in range(len(prompts))]
 
     def __call__(
         self,
@@ -270,7 +301,7 @@ class UnCLIPGenerator:
         prompts: str | Sequence[str],
         negative_prompt: str | Sequence[str] | None,
         s: GenerationSettings,
-        generator: torch.Generator,
+        generator: torch.Generator | list[torch.Generator],
         callback: StepCallback | None,
         progress: bool,
         output_type: str,
@@ -294,7 +325,7 @@ class UnCLIPGenerator:
         prompts: list[str],
         negatives: list[str] | None,
         s: GenerationSettings,
-        generator: torch.Generator,
+        generator: torch.Generator | list[torch.Generator],
         progress: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image embeddings (and negatives): num_images x best_of draws per prompt, prompt-major."""
@@ -313,7 +344,7 @@ class UnCLIPGenerator:
         self,
         embed: torch.Tensor,
         s: GenerationSettings,
-        generator: torch.Generator,
+        generator: torch.Generator | list[torch.Generator],
         callback: StepCallback | None,
         progress: bool,
     ) -> torch.Tensor:
@@ -333,7 +364,7 @@ class UnCLIPGenerator:
         embeds: torch.Tensor,
         negative: torch.Tensor,
         s: GenerationSettings,
-        generator: torch.Generator,
+        generator: torch.Generator | list[torch.Generator],
         target: Callable[[], torch.Tensor] | None,
         callback: StepCallback | None = None,
         progress: bool = True,

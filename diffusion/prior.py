@@ -75,7 +75,7 @@ class PriorStage:
         *,
         steps: int = 25,
         guidance: float = 4.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,  # a list: one per row
         num_images: int = 1,
         candidates: int = 1,
         progress: bool = True,

@@ -429,3 +429,25 @@ def test_a_grid_that_does_not_fit_is_refused_at_load(trained, tmp_path, encoder_
     save_file(state, str(folder / "grid/grid_projection.safetensors"))
     with pytest.raises(WeightsError, match="square grid"):
         diffusion.load(str(folder), encoder=clip.load(encoder_dir, device="cpu"))
+
+
+def test_generate_many_gives_each_prompt_its_solo_images(service):
+    """A batch of prompts with their own seeds (and negative prompts, best-of): each prompt's images are the ones
+    its own `generate` call gives (to one level of 255, float rounding), whoever shares the batch."""
+    gen = service.generator
+    prompts, seeds = ["a red circle", "a blue square to the left of a green star", "a star"], [3, 8, 3]
+    settings = dict(steps=6, prior_steps=4, num_images=2, scheduler="ddpm")
+    many = gen.generate_many(prompts, seeds, **settings)
+    for prompt, seed, images in zip(prompts, seeds, many, strict=True):
+        solo = gen.generate(prompt, seed=seed, progress=False, **settings)
+        assert max(np.abs(np.asarray(a, int) - np.asarray(b, int)).max() for a, b in zip(images, solo)) <= 1
+    assert np.asarray(many[0][0]).tobytes() != np.asarray(many[2][0]).tobytes()  # same seed, other prompt
+    negatives = ["a blue square", "a red star"]
+    many = gen.generate_many(prompts[:2], [5, 6], negative_prompts=negatives, best_of=2, **settings)
+    for prompt, seed, negative, images in zip(prompts, [5, 6], negatives, many):
+        solo = gen.generate(prompt, seed=seed, negative_prompt=negative, best_of=2, progress=False, **settings)
+        assert max(np.abs(np.asarray(a, int) - np.asarray(b, int)).max() for a, b in zip(images, solo)) <= 1
+    with pytest.raises(InvalidSettingError, match="2 prompts but 1 seeds"):
+        gen.generate_many(prompts[:2], [1], **settings)
+    with pytest.raises(InvalidSettingError, match="does not use seed"):
+        gen.generate_many(prompts[:2], [1, 2], seed=4)

@@ -92,6 +92,30 @@ def test_bad_input_gets_the_same_message(ray_url, app_url, pictures, args, endpo
     assert messages[0] == messages[1]
 
 
+def test_concurrent_generations_batch_and_keep_their_seeds_images(ray_url, app_url):
+    """Four clients generating at once: the Generator deployment joins them into batches, and each client gets the
+    images its seed gives in the single-process app (to one level of 255)."""
+    import numpy as np
+    from PIL import Image
+
+    from triptych.apps.serve.remote import call
+
+    url, _ = ray_url
+    requests = [("a large red circle", 3), ("a blue star", 4), ("a green square", 5), ("a large red circle", 6)]
+
+    def draw(where: str, prompt: str, seed: int) -> list:
+        gallery = Client(where, verbose=False).predict(*generate_args(prompt, seed=seed), api_name="/generate")
+        return [np.asarray(Image.open(item["image"]).convert("RGB"), dtype=int) for item in gallery]
+
+    with ThreadPoolExecutor(4) as pool:
+        remote = list(pool.map(lambda r: draw(url, *r), requests))
+    local = [draw(app_url, *r) for r in requests]
+    for mine, theirs in zip(remote, local, strict=True):
+        assert len(mine) == 2 and max(np.abs(a - b).max() for a, b in zip(mine, theirs)) <= 1
+    generator = serve.get_deployment_handle("Generator", app_name=cluster.APP_NAME)
+    assert max(call(generator.recent_batches)) > 1
+
+
 def encoder_replica_pids() -> list[int]:
     """Processes of the encoder's replicas, by the title Ray gives them (ray::ServeReplica:triptych:Encoder)."""
     pids = []

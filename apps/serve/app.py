@@ -346,6 +346,8 @@ def _endpoint(service: Service, button: gr.Button, fn, inputs: dict, output, **o
     """`button` runs `fn` as the endpoint /<fn's name>. Inputs reach `fn` by name (the dict's keys, which are also
     the API's parameter names, in the dict's order); every failure becomes a message, and the service's gate
     counts the request (and refuses it once the server is shutting down)."""
+    if options.get("concurrency_id") == MODEL_GROUP and not getattr(service, "micro_batch", True):
+        options["concurrency_limit"] = MAX_BATCH  # the deployments schedule (and batch) model calls, not this process
     button.click(
         user_errors(fn, guard=service.gate.request),
         inputs_kwargs=inputs,

@@ -77,8 +77,9 @@ class RemoteGenerator:
     def _run(self, method: str, *args, callback=None, progress: bool = False, **kwargs):
         return call(self.handle.run, method, args, kwargs)
 
-    def generate(self, *args, **kwargs):
-        return self._run("generate", *args, **kwargs)
+    def generate(self, prompt: str, *, callback=None, progress: bool = False, **kwargs):
+        """One prompt's images; concurrent requests are batched in the deployment (each keeps its seed's images)."""
+        return call(self.handle.generate, (prompt, kwargs))
 
     def variations(self, *args, **kwargs):
         return self._run("variations", *args, **kwargs)

@@ -5,15 +5,15 @@ own replicas, autoscaling and GPU share from the YAML config (`ray_serve.yaml`, 
 Model work runs in a worker thread of its replica (a thread may wait on another deployment; the event loop may
 not), one call at a time per replica. classify and ask are batched with `@serve.batch`; every request keeps its
 own outcome (see remote.outcome), and a batch that fails is retried item by item, so one bad request never fails
-its neighbours. Generation is not batched across requests: each request's seed draws its own noise, so a seed
-gives the same images whoever else is asking (replicas scale it instead).
+its neighbours. Text-to-image requests are batched too, through `generate_many`, which draws each request's noise
+from its own seed, so a seed gives the same images whoever else is asking.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 
 import torch
@@ -28,6 +28,7 @@ from .remote import EncoderInfo, RemoteEncoder, outcome, unwrap
 
 APP_NAME = "triptych"
 MAX_BATCH, BATCH_WAIT_S = 16, 0.005
+MAX_GENERATE_BATCH, GENERATE_WAIT_S = 8, 0.05  # a generation takes seconds: waiting 50 ms for company is cheap
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -187,21 +188,55 @@ def _raise(err: Exception):
 
 @serve.deployment(name="Generator")
 class GenerateServer(_Replica):
-    """The prior and the decoder on the encoder deployment's text states and embeddings."""
+    """The prior and the decoder on the encoder deployment's text states and embeddings. Text-to-image requests
+    are batched (`@serve.batch`): those sharing their settings run as one `generate_many`, each with its own seed,
+    so a request's images do not depend on who shares its batch."""
 
     async def __init__(self, encoder, preset: str = "shapes", device: str | None = None, dtype: str | None = None):
         super().__init__()
         remote = await _remote_encoder(encoder, device, dtype)
         self.generator = await asyncio.to_thread(diffusion.load, resolve(preset), remote)
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # the latest batches, for monitoring and tests
 
     def info(self) -> tuple:
         g = self.generator
         params = _count(g.prior.prior) + _count(g.decoder.unet) + _count(g.decoder.movq)
         return ("ok", {"defaults": g.defaults, "parameters": params, "device": str(g.encoder.device)})
 
+    def recent_batches(self) -> tuple:
+        return ("ok", list(self.batch_sizes))
+
+    @serve.batch(max_batch_size=MAX_GENERATE_BATCH, batch_wait_timeout_s=GENERATE_WAIT_S)
+    async def generate(self, items: list[tuple]) -> list[tuple]:
+        """items: (prompt, settings) -> outcome of that request's images."""
+        self.batch_sizes.append(len(items))
+        return await self._run(self._generate_all, items)
+
+    def _generate_all(self, items: list[tuple]) -> list[tuple]:
+        groups: dict[tuple, list[int]] = defaultdict(list)  # the same settings but seed and negative prompt
+        for i, (_, settings) in enumerate(items):
+            shared = {k: v for k, v in settings.items() if k not in ("seed", "negative_prompt")}
+            groups[tuple(sorted(shared.items())), settings.get("negative_prompt") is None].append(i)
+        out: list[tuple] = [()] * len(items)
+        gen = self.generator
+        for (shared, _), members in groups.items():
+            if len(members) > 1:
+                prompts = [items[i][0] for i in members]
+                seeds = [items[i][1].get("seed", gen.defaults.seed) for i in members]
+                negatives = [items[i][1].get("negative_prompt") for i in members]
+                negatives = None if negatives[0] is None else negatives
+                together = outcome(gen.generate_many, prompts, seeds, negatives, **dict(shared))
+                if together[0] == "ok":
+                    for i, images in zip(members, together[1], strict=True):
+                        out[i] = ("ok", images)
+                    continue
+            for i in members:  # alone, or after the batch failed: each request its own outcome
+                out[i] = outcome(gen.generate, items[i][0], progress=False, **items[i][1])
+        return out
+
     async def run(self, method: str, args: tuple, kwargs: dict) -> tuple:
-        """generate, variations or interpolate -> outcome of the images."""
-        if method not in ("generate", "variations", "interpolate"):
+        """variations or interpolate -> outcome of the images."""
+        if method not in ("variations", "interpolate"):
             return ("error", "ValueError", f"unknown generator method {method!r}")
         return await self._run(outcome, getattr(self.generator, method), *args, progress=False, **kwargs)
 
