@@ -116,6 +116,45 @@ def test_concurrent_generations_batch_and_keep_their_seeds_images(ray_url, app_u
     assert max(call(generator.recent_batches)) > 1
 
 
+def test_concurrent_caption_streams_decode_together_and_each_gets_its_own(ray_url, app_url, pictures):
+    """Four clients streaming captions at once (one batched stream in the Captioner deployment), one of them with a
+    broken upload: each good stream ends in the single-process app's caption, streamed in pieces; the bad one gets
+    its own error."""
+    url, _ = ray_url
+    broken = pictures[0].parent / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+
+    def stream(path) -> tuple:
+        job = Client(url, verbose=False).submit(handle_file(str(path)), api_name="/caption")
+        try:
+            return job.result(timeout=120), job.outputs()
+        except AppError as err:
+            return str(err), None
+
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(stream, [*pictures, broken]))
+    local = Client(app_url, verbose=False)
+    for path, (final, updates) in zip(pictures, results[:4], strict=True):
+        assert final == local.predict(handle_file(str(path)), api_name="/caption")
+        assert len(updates) > 2 and all(b.startswith(a) for a, b in zip(updates, updates[1:]))
+    assert results[4][1] is None and "not a readable image" in results[4][0]
+    # requests that arrive together decode as one batch (through the handle: uploads spread the app's arrivals)
+    from triptych.apps.serve.remote import call
+
+    handle = serve.get_deployment_handle("Captioner", app_name=cluster.APP_NAME)
+    streams = cluster.RemoteCaptioner(handle)
+    start = threading.Barrier(4)
+
+    def together(path) -> str:
+        start.wait()
+        return "".join(streams.stream(path))
+
+    with ThreadPoolExecutor(4) as pool:
+        finals = list(pool.map(together, pictures))
+    assert finals == [final for final, _ in results[:4]]
+    assert max(call(handle.recent_batches)) > 1
+
+
 def encoder_replica_pids() -> list[int]:
     """Processes of the encoder's replicas, by the title Ray gives them (ray::ServeReplica:triptych:Encoder)."""
     pids = []

@@ -12,7 +12,7 @@ from triptych import clip
 from triptych.core.checkpoint import export_folder
 from triptych.core.checks import check_batch_size, check_texts
 from triptych.core.devices import resolve_device, resolve_dtype
-from triptych.core.errors import InvalidImageError, InvalidTextError, WeightsError
+from triptych.core.errors import InvalidImageError, InvalidSettingError, InvalidTextError, WeightsError
 from triptych.core.images import ImageInput, load_images
 from triptych.core.manifest import MANIFEST, verify_manifest
 from triptych.core.model_card import current_card, write_card
@@ -98,6 +98,26 @@ class Captioner:
         if len(prompts) != 1:
             raise InvalidTextError(f"stream takes one prompt, got {len(prompts)}")
         return self._stream(images, prompts, cfg)
+
+    def stream_many(
+        self, images: Iterable[ImageInput], prompts: Iterable[str | None], **generation
+    ) -> Iterator[list[str]]:
+        """Each pair's answer so far (None as a prompt: the caption), after every decoding step, for a batch of
+        (image, prompt) pairs decoded together: what a server streams to several clients at once. Inputs are
+        checked when the call is made."""
+        cfg = GenerationConfig.from_kwargs(**generation)
+        images = load_images(images)
+        prompts = [self.vlm.config.caption_prompt if p is None else check_texts(p, "prompt")[0] for p in prompts]
+        if len(prompts) != len(images):
+            raise InvalidTextError(f"{len(images)} images but {len(prompts)} prompts")
+        if cfg.num_beams > 1:
+            raise InvalidSettingError("beam search cannot stream: its best sequence is known only at the end")
+        self._prompt_ids(prompts, cfg.max_new_tokens)  # a prompt too long for the context fails here, alone
+        return self._stream_many(images, prompts, cfg)
+
+    def _stream_many(self, images: list[Image.Image], prompts: list[str], cfg: GenerationConfig):
+        embeds, valid = self._prefixes(images, prompts, cfg.max_new_tokens)
+        yield from self.generator.stream_texts(embeds, valid, cfg)
 
     def save_pretrained(self, folder: str | Path, encoder: str | None = None) -> Path:
         """Write the VLM as a folder `vlm.load` reads back: config.json (Llama decoder config + "vlm"),

@@ -212,6 +212,14 @@ class Generator:
         *_, final = self.stream_ids(embeds, valid, cfg)  # each row's tokens after the last step
         return [self._stopped(ids, cfg)[1] for ids in final]
 
+    def stream_texts(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> Iterator[list[str]]:
+        """Each row's text so far (stop strings applied), after every step: several prefixes streamed at once."""
+        cfg = cfg.checked()
+        if cfg.num_beams > 1:
+            raise InvalidSettingError("beam search cannot stream: its best sequence is known only at the end")
+        for ids in self.stream_ids(embeds, valid, cfg):
+            yield [self._stopped(row, cfg)[1] for row in ids]
+
     def stream(self, embeds: torch.Tensor, valid: torch.Tensor, cfg: GenerationConfig) -> Iterator[str]:
         """Text pieces of one prefix, as decoded."""
         cfg, shown = cfg.checked(), ""

@@ -63,8 +63,10 @@ class RemoteCaptioner:
         images = load_images(image)
         if len(images) != 1:
             raise InvalidImageError(f"stream takes one image, got {len(images)}; use ask or caption for several")
-        for piece in self.handle.options(stream=True).stream.remote(images[0], prompt, settings):
-            yield unwrap(piece)
+        for piece in self.handle.options(stream=True).stream.remote((images[0], prompt, settings)):
+            text = unwrap(piece)
+            if text:  # a batched stream sends every request an update per step, most of them empty
+                yield text
 
 
 class RemoteGenerator:

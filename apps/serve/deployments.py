@@ -29,6 +29,7 @@ from .remote import EncoderInfo, RemoteEncoder, outcome, unwrap
 APP_NAME = "triptych"
 MAX_BATCH, BATCH_WAIT_S = 16, 0.005
 MAX_GENERATE_BATCH, GENERATE_WAIT_S = 8, 0.05  # a generation takes seconds: waiting 50 ms for company is cheap
+STREAM_WAIT_S = 0.02  # a streamed caption's first piece waits at most this for others to decode with
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -142,6 +143,10 @@ class CaptionServer(_Replica):
         super().__init__()
         remote = await _remote_encoder(encoder, device, dtype)
         self.captioner = await asyncio.to_thread(vlm.load, resolve(preset), remote)
+        self.stream_batches: deque[int] = deque(maxlen=1000)  # the latest streamed batches, for monitoring and tests
+
+    def recent_batches(self) -> tuple:
+        return ("ok", list(self.stream_batches))
 
     def info(self) -> tuple:
         return ("ok", {"parameters": _count(self.captioner.vlm), "device": str(self.captioner.encoder.device)})
@@ -162,23 +167,56 @@ class CaptionServer(_Replica):
                 out[i] = answer
         return out
 
-    async def stream(self, image, prompt: str | None, settings: dict) -> AsyncIterator[tuple]:
-        """Outcomes of the answer's pieces as they are decoded (an error ends the stream)."""
-        loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
+    async def stream(self, item: tuple) -> AsyncIterator[tuple]:
+        """(image, prompt or None for the caption, settings) -> outcomes of the answer's pieces as decoded (a
+        streaming handle's entry: Serve's batched generators are called from a method, not by handle)."""
+        async for piece in self._stream_batch(item):
+            yield piece
 
-        def produce() -> None:
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=STREAM_WAIT_S)
+    async def _stream_batch(self, items: list[tuple]) -> AsyncIterator[list]:
+        """items: (image, prompt or None for the caption, settings) -> per request, the outcomes of its answer's
+        pieces as they are decoded, the batch decoded together (requests sharing settings). A request whose input
+        is refused gets its error alone; a failure while decoding ends the streams of its group with it."""
+        self.stream_batches.append(len(items))
+        loop, updates = asyncio.get_running_loop(), asyncio.Queue()
+        checked = [
+            outcome(self.captioner.stream_many, [image], [prompt], **settings) for image, prompt, settings in items
+        ]
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, (_, _, settings) in enumerate(items):
+            if checked[i][0] == "ok":
+                groups[tuple(sorted(settings.items()))].append(i)
+
+        def produce() -> None:  # in a worker thread, holding the replica's model
             with self._lock:
-                try:
-                    for piece in self.captioner.stream(image, prompt, **settings):
-                        loop.call_soon_threadsafe(pieces.put_nowait, ("ok", piece))
-                    loop.call_soon_threadsafe(pieces.put_nowait, None)
-                except Exception as err:  # noqa: BLE001 -- reported to the caller as its outcome
-                    loop.call_soon_threadsafe(pieces.put_nowait, outcome(_raise, err))
-                    loop.call_soon_threadsafe(pieces.put_nowait, None)
+                for key, members in groups.items():
+                    try:
+                        texts = self.captioner.stream_many(
+                            [items[i][0] for i in members], [items[i][1] for i in members], **dict(key)
+                        )
+                        for step in texts:
+                            loop.call_soon_threadsafe(updates.put_nowait, (members, step))
+                    except Exception as err:  # noqa: BLE001 -- reported to the group's callers as their outcome
+                        loop.call_soon_threadsafe(updates.put_nowait, (members, outcome(_raise, err)))
+            loop.call_soon_threadsafe(updates.put_nowait, None)
 
+        shown, done = [""] * len(items), [False] * len(items)
+        first = [("ok", "")] * len(items)
+        for i, result in enumerate(checked):
+            if result[0] != "ok":
+                first[i], done[i] = result, True
+        yield first
         worker = asyncio.create_task(asyncio.to_thread(produce))
-        while (item := await pieces.get()) is not None:
-            yield item
+        while (update := await updates.get()) is not None:
+            members, step = update
+            out: list = [StopIteration if d else ("ok", "") for d in done]
+            for j, i in enumerate(members):
+                if isinstance(step, tuple):  # an error outcome: the group's streams end with it
+                    out[i], done[i] = step, True
+                elif step[j].startswith(shown[i]) and len(step[j]) > len(shown[i]):
+                    out[i], shown[i] = ("ok", step[j][len(shown[i]) :]), step[j]
+            yield out
         await worker
 
 
