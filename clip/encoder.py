@@ -38,7 +38,11 @@ def split_preprocess(preprocess: Callable) -> tuple[list[Callable], torch.Tensor
     to_tensor = next((i for i, t in enumerate(steps) if isinstance(t, T.ToTensor)), None)
     if norm is None or to_tensor is None:
         raise ValueError("expected an open_clip eval transform ending in ToTensor and Normalize")
-    size = next(t.size for t in steps if isinstance(t, T.CenterCrop))
+    crop = next((t for t in steps if isinstance(t, T.CenterCrop)), None)
+    squash = next((t for t in steps if isinstance(t, T.Resize) and not isinstance(t.size, int)), None)
+    if crop is None and squash is None:
+        raise ValueError("expected an open_clip eval transform with a centre crop or a resize to a fixed size")
+    size = crop.size if crop is not None else squash.size
     side = size[0] if isinstance(size, (tuple, list)) else size
     mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(norm.std, dtype=torch.float32).view(1, 3, 1, 1)

@@ -164,10 +164,11 @@ def build_vision_tower(vision: dict, *, where: Path) -> torch.nn.Module:
     return _build_vision_tower(vision.get("projection_dim", vision["hidden_size"]), vision_cfg(vision), quick_gelu)
 
 
-def processor_transform(settings: dict, size: int):
-    """The eval transform of a CLIPImageProcessor's settings (mean/std; resize the short side, centre crop)."""
+def processor_transform(settings: dict, size: int, resize_mode: str = "shortest"):
+    """The eval transform of an image processor's settings (mean/std): CLIP's resizes the short side and crops the
+    centre ("shortest"); SigLIP's resizes to the square ("squash")."""
     mean, std = tuple(settings.get("image_mean", OPENAI_MEAN)), tuple(settings.get("image_std", OPENAI_STD))
-    return image_transform(size, is_train=False, mean=mean, std=std, resize_mode="shortest")
+    return image_transform(size, is_train=False, mean=mean, std=std, resize_mode=resize_mode, interpolation="bicubic")
 
 
 class HFTokenizer:
@@ -204,7 +205,7 @@ def load_hf_clip(folders: HFClipFolders) -> tuple[CLIP, object, HFTokenizer]:
         model, tokenizer, size = load_hf_siglip(folders.text)
         processor = folders.image_processor
         settings = read_json(processor / "preprocessor_config.json") if processor is not None else {}
-        return model, processor_transform({**SIGLIP_MEAN_STD, **settings}, size), tokenizer
+        return model, processor_transform({**SIGLIP_MEAN_STD, **settings}, size, "squash"), tokenizer
     for needed in (folders.text / "config.json", folders.vision / "config.json"):
         if not needed.is_file():
             raise WeightsError(f"{needed} is missing")

@@ -25,8 +25,11 @@ GELU_TANH = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
 def _tower_configs(folder: Path) -> tuple[dict, dict]:
     path = folder / "config.json"
     data = read_json(path)
-    text = config_value(data, "text_config", dict, path)
-    vision = config_value(data, "vision_config", dict, path)
+    from transformers import SiglipTextConfig, SiglipVisionConfig
+
+    # hub configs list only what differs from the defaults (google/siglip-base-patch16-224 names five text keys)
+    text = {**SiglipTextConfig().to_dict(), **config_value(data, "text_config", dict, path)}
+    vision = {**SiglipVisionConfig().to_dict(), **config_value(data, "vision_config", dict, path)}
     for part, cfg in (("text", text), ("vision", vision)):
         if cfg.get("hidden_act", "gelu_pytorch_tanh") not in GELU_TANH:
             raise WeightsError(f"{path}: {part} hidden_act {cfg['hidden_act']!r} is not supported (tanh GELU)")

@@ -209,3 +209,51 @@ def test_bf16_on_cpu_follows_fp32(preset):
             c.vlm.decoder(inputs_embeds=c._prefixes([image], [question], 4)[0])[0, -1].float() for c in (full, half)
         ]
     assert F.cosine_similarity(logits[0], logits[1], dim=0) > 0.99
+
+
+def test_the_hub_config_of_llava_1_5_7b_reads_with_the_family_defaults(tmp_path):
+    """llava-hf/llava-1.5-7b-hf's config.json lists only what differs from transformers' defaults (its text_config
+    names four keys): the converter fills the rest as transformers does, so the 7B shapes come out right."""
+    import json
+
+    from triptych.vlm.llava import read_config
+
+    config = {  # as published on the hub
+        "architectures": ["LlavaForConditionalGeneration"],
+        "ignore_index": -100,
+        "image_token_index": 32000,
+        "model_type": "llava",
+        "pad_token_id": 32001,
+        "projector_hidden_act": "gelu",
+        "text_config": {
+            "_name_or_path": "lmsys/vicuna-7b-v1.5",
+            "architectures": ["LlamaForCausalLM"],
+            "max_position_embeddings": 4096,
+            "model_type": "llama",
+            "rms_norm_eps": 1e-05,
+            "torch_dtype": "float16",
+            "vocab_size": 32064,
+        },
+        "tie_word_embeddings": False,
+        "torch_dtype": "float16",
+        "vision_config": {
+            "hidden_size": 1024,
+            "image_size": 336,
+            "intermediate_size": 4096,
+            "model_type": "clip_vision_model",
+            "num_attention_heads": 16,
+            "num_hidden_layers": 24,
+            "patch_size": 14,
+            "projection_dim": 768,
+            "vocab_size": 32000,
+        },
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default",
+        "vocab_size": 32064,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    cfg, vision = read_config(tmp_path)
+    d = cfg.decoder
+    assert (d.hidden_size, d.num_hidden_layers, d.num_attention_heads, d.num_key_value_heads) == (4096, 32, 32, 32)
+    assert (d.intermediate_size, d.vocab_size, d.max_position_embeddings, d.rope_theta) == (11008, 32064, 4096, 1e4)
+    assert cfg.vision_width == 1024 and cfg.vision_layer == -2 and vision["hidden_act"] == "quick_gelu"

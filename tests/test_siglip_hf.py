@@ -66,6 +66,19 @@ def test_siglip_folder_scores_as_siglip_model(siglip):
     assert not torch.allclose(probs.sum(dim=1), torch.ones(2))  # independent sigmoids, not a softmax
 
 
+def test_siglip_pixels_are_the_siglip_processors(siglip):
+    """Non-square images are resized to the square (squashed), as SiglipImageProcessor does, not cropped."""
+    from transformers import SiglipImageProcessor
+
+    folder, _, _ = siglip
+    encoder = clip.load(str(folder), device="cpu")
+    processor = SiglipImageProcessor(size={"height": 32, "width": 32})
+    g = torch.Generator().manual_seed(2)
+    wide = Image.fromarray(torch.randint(0, 256, (20, 48, 3), generator=g, dtype=torch.uint8).numpy())
+    theirs = processor(wide, return_tensors="pt")["pixel_values"]
+    assert (encoder.pixels(wide) - theirs).abs().max() < 0.02  # both PIL bicubic; rounding of the 8-bit resize
+
+
 def test_a_siglip_folder_without_tokenizer_json_names_it(siglip, tmp_path):
     folder, model, _ = siglip
     model.save_pretrained(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -28,6 +29,28 @@ POSITIVE_FIELDS = (
     "head_dim",
     "max_position_embeddings",
 )
+
+
+FILLED_FROM_FAMILY = (*POSITIVE_FIELDS, "rms_norm_eps", "tie_word_embeddings", "hidden_act", "attention_bias")
+
+
+@functools.cache
+def _transformers_defaults(model_type: str) -> dict:
+    from transformers import AutoConfig
+
+    return AutoConfig.for_model(model_type).to_dict()
+
+
+def _family_defaults(model_type: str, data: dict) -> dict:
+    """What a config.json leaves out, as transformers fills it for its family: hub configs often list only what
+    differs from the defaults (llava-hf/llava-1.5-7b-hf's text_config names four keys). model_type is already one of
+    ours, so no code is chosen by the folder."""
+    defaults = _transformers_defaults(model_type)
+    filled = {key: defaults[key] for key in FILLED_FROM_FAMILY if key not in data and defaults.get(key) is not None}
+    if not any(key in data for key in ("rope_parameters", "rope_scaling", "rope_theta")):
+        rope = defaults.get("rope_parameters") or {"rope_theta": defaults.get("rope_theta", 10000.0)}
+        filled["rope_parameters"] = rope
+    return filled
 
 
 @dataclass
@@ -90,6 +113,7 @@ class DecoderConfig:
         rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
         if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
             raise WeightsError(f"RoPE scaling {rope.get('rope_type', rope.get('type'))!r} is not supported")
+        data = {**_family_defaults(model_type, data), **data}
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["rope_theta"] = rope.get("rope_theta", data.get("rope_theta", 10000.0))

@@ -47,6 +47,12 @@ RENAMES = (
 )
 
 
+def _clip_vision_defaults() -> dict:
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig().to_dict()
+
+
 def is_llava_folder(folder: Path) -> bool:
     config = folder / "config.json"
     return config.is_file() and read_json(config).get("model_type") == "llava"
@@ -97,6 +103,7 @@ def read_config(folder: Path) -> tuple[VLMConfig, dict]:
     with weights_errors(path):
         text = config_value(data, "text_config", dict, path)
         vision = config_value(data, "vision_config", dict, path)
+        vision = {**_clip_vision_defaults(), **vision}  # hub configs list only what differs from CLIP's defaults
         if vision.get("model_type", "clip_vision_model") != "clip_vision_model":
             raise WeightsError(f"{path}: vision tower {vision.get('model_type')!r} is not a CLIP (clip_vision_model)")
         layer = config_value(data, "vision_feature_layer", int, path, -2)

@@ -24,7 +24,7 @@ from triptych import clip, diffusion, vlm
 from triptych.core.devices import precision_name, resolve_device, resolve_dtype
 from triptych.core.resolve import resolve
 
-from .remote import EncoderInfo, RemoteEncoder, outcome, unwrap
+from .remote import EncoderInfo, RemoteEncoder, failure, log, outcome, unwrap
 
 APP_NAME = "triptych"
 MAX_BATCH, BATCH_WAIT_S = 16, 0.005
@@ -189,17 +189,20 @@ class CaptionServer(_Replica):
                 groups[tuple(sorted(settings.items()))].append(i)
 
         def produce() -> None:  # in a worker thread, holding the replica's model
-            with self._lock:
-                for key, members in groups.items():
-                    try:
-                        texts = self.captioner.stream_many(
-                            [items[i][0] for i in members], [items[i][1] for i in members], **dict(key)
-                        )
-                        for step in texts:
-                            loop.call_soon_threadsafe(updates.put_nowait, (members, step))
-                    except Exception as err:  # noqa: BLE001 -- reported to the group's callers as their outcome
-                        loop.call_soon_threadsafe(updates.put_nowait, (members, outcome(_raise, err)))
-            loop.call_soon_threadsafe(updates.put_nowait, None)
+            try:
+                with self._lock:
+                    for key, members in groups.items():
+                        try:
+                            texts = self.captioner.stream_many(
+                                [items[i][0] for i in members], [items[i][1] for i in members], **dict(key)
+                            )
+                            for step in texts:
+                                loop.call_soon_threadsafe(updates.put_nowait, (members, step))
+                        except Exception as err:  # noqa: BLE001 -- the group's callers get it as their outcome
+                            log.exception("a streamed caption batch failed")
+                            loop.call_soon_threadsafe(updates.put_nowait, (members, failure(err)))
+            finally:  # whatever happens, the streams end
+                loop.call_soon_threadsafe(updates.put_nowait, None)
 
         shown, done = [""] * len(items), [False] * len(items)
         first = [("ok", "")] * len(items)
@@ -218,10 +221,6 @@ class CaptionServer(_Replica):
                     out[i], shown[i] = ("ok", step[j][len(shown[i]) :]), step[j]
             yield out
         await worker
-
-
-def _raise(err: Exception):
-    raise err
 
 
 @serve.deployment(name="Generator")

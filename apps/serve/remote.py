@@ -9,6 +9,7 @@ single-process app raises (so users get the same messages), and retries a reques
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,42 +17,72 @@ from typing import Any
 import torch
 
 from triptych.core import errors
+from triptych.core.extras import MissingExtraError  # noqa: F401 -- a TriptychError users may be told of
 from triptych.core.placement import Placement
+
+from .serving import ServiceStopped  # noqa: F401 -- a TriptychError users may be told of
 
 RETRIES = 4  # attempts of a request whose replica died; Serve routes each retry to a live one
 RETRY_WAIT_S = 0.5
+REQUEST_TIMEOUT_S = 600.0  # a wedged replica costs its callers an error after this, never a hang
+log = logging.getLogger(__name__)
+
+
+def failure(err: BaseException) -> tuple:
+    """An error as an outcome: ("error", its class name, its message)."""
+    return ("error", type(err).__name__, str(err))
 
 
 def outcome(fn, *args, **kwargs) -> tuple:
     """("ok", value) or ("error", exception class name, message): what a deployment returns, so one request's
-    failure travels as data (a batch never fails as a whole, and the caller re-raises the same error)."""
+    failure travels as data (a batch never fails as a whole, and the caller re-raises the same error). Failures
+    other than the user's (TriptychError, ValueError) are logged here, in the replica, with their traceback."""
     try:
         return ("ok", fn(*args, **kwargs))
     except (errors.TriptychError, ValueError) as err:
-        return ("error", type(err).__name__, str(err))
+        return failure(err)
+    except Exception as err:  # noqa: BLE001 -- out of memory, a model bug: this request's outcome, logged
+        log.exception("a model call failed")
+        return failure(err)
+
+
+def _user_errors() -> dict[str, type]:
+    """Every TriptychError class by name (the core ones, the server's, the extras')."""
+    found, todo = {}, [errors.TriptychError]
+    while todo:
+        kind = todo.pop()
+        found[kind.__name__] = kind
+        todo += kind.__subclasses__()
+    return found
 
 
 def unwrap(result: tuple) -> Any:
-    """The value of an outcome, or its error raised again as the same class (a TriptychError or ValueError)."""
+    """The value of an outcome, or its error raised again: the same TriptychError class and message (what users
+    are told), ValueError or out-of-memory as such, anything else as a RuntimeError naming the original."""
     if result[0] == "ok":
         return result[1]
     _, name, message = result
-    kind = getattr(errors, name, None)
-    if isinstance(kind, type) and issubclass(kind, errors.TriptychError):
+    kind = _user_errors().get(name)
+    if kind is not None:
         raise kind(message)
-    raise ValueError(message)
+    if name == "ValueError":
+        raise ValueError(message)
+    if name in ("OutOfMemoryError", "MemoryError"):
+        raise torch.OutOfMemoryError(message)
+    raise RuntimeError(f"{name} in a deployment: {message}")
 
 
 def call(method, *args, **kwargs) -> Any:
-    """`method.remote(*args, **kwargs)` on a deployment handle, waited for and unwrapped; a request whose replica
-    died (RayActorError) is sent again, up to RETRIES times."""
-    from ray.exceptions import RayActorError
+    """`method.remote(*args, **kwargs)` on a deployment handle, waited for (at most REQUEST_TIMEOUT_S) and
+    unwrapped; a request whose replica died under it is sent again, up to RETRIES times. Only this call's own
+    replica counts: a death further down (a deployment this one called, which retried already) is an error."""
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayTaskError
 
     for attempt in range(RETRIES):
         try:
-            return unwrap(method.remote(*args, **kwargs).result())
-        except RayActorError:
-            if attempt == RETRIES - 1:
+            return unwrap(method.remote(*args, **kwargs).result(timeout_s=REQUEST_TIMEOUT_S))
+        except (ActorDiedError, ActorUnavailableError) as err:
+            if isinstance(err, RayTaskError) or attempt == RETRIES - 1:
                 raise
             time.sleep(RETRY_WAIT_S * (attempt + 1))
     raise AssertionError("unreachable")
