@@ -19,6 +19,7 @@ from triptych.core.weights_files import check_folder, config_value, read_json, w
 
 from .encoder import Encoder
 from .hf_bridge import HFClipFolders, find_hf_clip, load_hf_clip
+from .hf_siglip import load_hf_siglip
 
 CHECKPOINT = "open_clip_model.safetensors"
 CONFIG = "open_clip_config.json"
@@ -107,7 +108,8 @@ def load(
     if folder is not None and (hf_layout := check_local_dir(folder)) is not None:
         # transformers' CLIP (e.g. Kandinsky 2.2's prior repository): converted on load
         with weights_errors(folder):
-            model, preprocess, tokenizer = load_hf_clip(hf_layout)
+            load_hf = load_hf_siglip if hf_layout.kind == "siglip" else load_hf_clip
+            model, preprocess, tokenizer = load_hf(hf_layout)
         model = model.to(placement.load_device, dt)
         return Encoder(model, preprocess, tokenizer, name=name, device=dev, dtype=dt, placement=placement)
     if folder is None and model_name not in open_clip.list_models() and not model_name.startswith("hf-hub:"):

@@ -198,14 +198,7 @@ class HFTokenizer:
 
 
 def load_hf_clip(folders: HFClipFolders) -> tuple[CLIP, object, HFTokenizer]:
-    """(fp32 open_clip model, eval preprocess, tokenizer) from an HF CLIP (or SigLIP) layout."""
-    if folders.kind == "siglip":
-        from .hf_siglip import SIGLIP_MEAN_STD, load_hf_siglip
-
-        model, tokenizer, size = load_hf_siglip(folders.text)
-        processor = folders.image_processor
-        settings = read_json(processor / "preprocessor_config.json") if processor is not None else {}
-        return model, processor_transform({**SIGLIP_MEAN_STD, **settings}, size, "squash"), tokenizer
+    """(fp32 open_clip model, eval preprocess, tokenizer) from an HF CLIP layout (SigLIP: hf_siglip.py)."""
     for needed in (folders.text / "config.json", folders.vision / "config.json"):
         if not needed.is_file():
             raise WeightsError(f"{needed} is missing")

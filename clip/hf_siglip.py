@@ -18,6 +18,8 @@ from open_clip.model import CLIPTextCfg, CLIPVisionCfg, CustomTextCLIP
 from triptych.core.errors import WeightsError
 from triptych.core.weights_files import config_value, read_json, read_safetensors
 
+from .hf_bridge import HFClipFolders, _blocks, processor_transform
+
 TIMM_SIGLIP = "vit_base_patch16_siglip_224"  # any timm SigLIP name: the trunk is rebuilt to the folder's shape
 GELU_TANH = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
 
@@ -76,20 +78,6 @@ def build_siglip(text: dict, vision: dict) -> CustomTextCLIP:
     return model
 
 
-def _text_blocks(state: dict, layers: int) -> dict:
-    out = {}
-    for i in range(layers):
-        s, d = f"text_model.encoder.layers.{i}", f"text.transformer.resblocks.{i}"
-        for kind in ("weight", "bias"):
-            out[f"{d}.attn.in_proj_{kind}"] = torch.cat([state[f"{s}.self_attn.{p}_proj.{kind}"] for p in "qkv"])
-            out[f"{d}.attn.out_proj.{kind}"] = state[f"{s}.self_attn.out_proj.{kind}"]
-            out[f"{d}.ln_1.{kind}"] = state[f"{s}.layer_norm1.{kind}"]
-            out[f"{d}.ln_2.{kind}"] = state[f"{s}.layer_norm2.{kind}"]
-            out[f"{d}.mlp.c_fc.{kind}"] = state[f"{s}.mlp.fc1.{kind}"]
-            out[f"{d}.mlp.c_proj.{kind}"] = state[f"{s}.mlp.fc2.{kind}"]
-    return out
-
-
 def _vision_blocks(state: dict, layers: int) -> dict:
     out = {}
     for i in range(layers):
@@ -117,7 +105,7 @@ def convert_siglip(state: dict[str, torch.Tensor], text_layers: int, vision_laye
         "text.ln_final.bias": state[f"{t}.final_layer_norm.bias"],
         "text.text_projection.weight": state[f"{t}.head.weight"],
         "text.text_projection.bias": state[f"{t}.head.bias"],
-        **_text_blocks(state, text_layers),
+        **_blocks(state, "text_model", "text.transformer", text_layers),
         "visual.trunk.patch_embed.proj.weight": state[f"{v}.embeddings.patch_embedding.weight"],
         "visual.trunk.patch_embed.proj.bias": state[f"{v}.embeddings.patch_embedding.bias"],
         "visual.trunk.pos_embed": patches[None],  # (1, patches, width)
@@ -172,8 +160,9 @@ class SiglipTokenizer:
 SIGLIP_MEAN_STD = {"image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5)}  # SigLIP's processor default
 
 
-def load_hf_siglip(folder: Path) -> tuple[CustomTextCLIP, SiglipTokenizer, int]:
-    """(fp32 open_clip SigLIP, tokenizer, image size) from a SiglipModel folder."""
+def load_hf_siglip(folders: HFClipFolders) -> tuple[CustomTextCLIP, object, SiglipTokenizer]:
+    """(fp32 open_clip SigLIP, eval preprocess, tokenizer) from a SiglipModel folder."""
+    folder = folders.text
     text, vision = _tower_configs(folder)
     model = build_siglip(text, vision)
     state = read_safetensors(folder, "model")
@@ -184,4 +173,7 @@ def load_hf_siglip(folder: Path) -> tuple[CustomTextCLIP, SiglipTokenizer, int]:
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in converted.items()}, strict=False)
     if missing or unexpected:
         raise WeightsError(f"{folder}: weights do not fit (missing {missing[:5]}, extra {unexpected[:5]})")
-    return model, SiglipTokenizer(folder, text.get("max_position_embeddings", 64)), vision["image_size"]
+    processor = folders.image_processor
+    settings = read_json(processor / "preprocessor_config.json") if processor is not None else {}
+    preprocess = processor_transform({**SIGLIP_MEAN_STD, **settings}, vision["image_size"], "squash")
+    return model, preprocess, SiglipTokenizer(folder, text.get("max_position_embeddings", 64))

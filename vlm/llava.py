@@ -144,14 +144,7 @@ def load_llava(folder: str | Path) -> LlavaCheckpoint:
         state[ours] = value
     tower_state = {k.removeprefix("tower."): state.pop(k) for k in list(state) if k.startswith("tower.")}
     tower = clip.vision_tower_weights(tower_state, vision, folder)
-    model = VLM(cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (cfg.decoder.tie_word_embeddings and k == "decoder.lm_head.weight")]
-    if missing or unexpected:
-        raise WeightsError(
-            f"{folder}: weights do not match config.json (missing {missing[:5]}, extra {unexpected[:5]})"
-        )
-    return LlavaCheckpoint(model, tower, vision, folder)
+    return LlavaCheckpoint(VLM(cfg).load_checked(state, folder), tower, vision, folder)
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:

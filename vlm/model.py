@@ -152,11 +152,16 @@ class VLM(nn.Module):
             cfg = VLMConfig(**config_value(data, "vlm", dict, path), decoder=DecoderConfig.from_hf(data))
         state = load_safetensors(folder / "model.safetensors")
         state = {(k if k.startswith("projector.") else f"decoder.{k}"): v for k, v in state.items()}
-        model = cls(cfg)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not (cfg.decoder.tie_word_embeddings and k == "decoder.lm_head.weight")]
+        return cls(cfg).load_checked(state, folder)
+
+    def load_checked(self, state: dict[str, torch.Tensor], folder: Path) -> VLM:
+        """Load `state` (our names), every weight accounted for (a tied lm_head may be absent); WeightsError
+        naming `folder` otherwise."""
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        tied = self.config.decoder.tie_word_embeddings
+        missing = [k for k in missing if not (tied and k == "decoder.lm_head.weight")]
         if missing or unexpected:
             raise WeightsError(
                 f"{folder}: weights do not match config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
             )
-        return model
+        return self
