@@ -79,11 +79,6 @@ def test_bundled_encoder_meets_the_bar_on_fresh_samples(encoder):
     scores = evaluate_encoder(encoder, count=1000, seed=20261123)
     for split, bars in THRESHOLDS.items():
         for task, bar in bars.items():
-            if task == "relation_inversion":
-                # issue 14's bar is 0.95; the bundled encoder sits at it, not safely above: 0.963 / 0.946 on seed
-                # 1234, 0.946 in distribution on this seed. Asserted where it stands, so a regression still fails,
-                # and the gap stays on record (README, model card)
-                bar = 0.92
             assert scores[split][task] >= bar, (split, task, scores[split][task])
 
 
@@ -128,9 +123,10 @@ def test_bundled_vlm_describes_the_examples(captioner):
 
 @pytest.mark.slow
 def test_bundled_generator_keeps_its_measured_scores(service):
-    """A regression floor under the scores measured on the bundled generator with the strict judge (README:
-    overall 0.382, held-out 0.205, PSNR 34.96 dB at 50 prompts per category). Issue 14's bar (overall >= 0.80,
-    held-out >= 0.50) is NOT met; this guards what is, held-out included, with room for the noise of 10 prompts."""
+    """A regression floor under the scores measured on the bundled generator with the strict judge at this very
+    setting (model card: overall 0.508, held-out 0.250, single object and colours 0.775, absolute position 0.725,
+    PSNR 35.1 dB). Issue 14's bar (overall >= 0.80, held-out >= 0.50) is NOT met; this guards what is, held-out
+    included, with room for the noise of 10 prompts and another machine's arithmetic."""
     from triptych.apps.evaluation.generator import evaluate_generator
 
     scores = evaluate_generator(
@@ -142,8 +138,8 @@ def test_bundled_generator_keeps_its_measured_scores(service):
         recovery_count=0,
     )
     ours, held = scores["in_distribution"], scores["held_out"]
-    assert ours["overall"] >= 0.28, scores
-    assert ours["absolute_position"] >= 0.45 and ours["single_object"] >= 0.40, scores
-    assert ours["colors"] >= 0.40, scores
-    assert held["overall"] >= 0.08, scores
+    assert ours["overall"] >= 0.40, scores
+    assert ours["absolute_position"] >= 0.55 and ours["single_object"] >= 0.60, scores
+    assert ours["colors"] >= 0.60, scores
+    assert held["overall"] >= 0.15, scores
     assert ours["vae_psnr_db"] >= 32.0, scores
