@@ -20,7 +20,7 @@ from triptych.core.weights_files import check_folder, config_value, positive_int
 from .decoder import DecoderStage
 from .grid import check_against
 from .pipeline import UnCLIPGenerator
-from .prior import PriorStage
+from .prior import PriorStage, padded_text_width
 from .settings import GenerationSettings
 
 CONFIG = GENERATOR_CONFIG
@@ -86,7 +86,7 @@ def check_layout(prior: PriorStage, decoder: DecoderStage, encoder: clip.Encoder
     reads (the image embedding, plus the grid for the spatial layout, which must read this encoder's patch tokens)."""
     config, d = prior.prior.config, encoder.embed_dim
     inner = config.num_attention_heads * config.attention_head_dim
-    text_width = config.embedding_dim if config.encoder_hid_proj_type else inner
+    text_width = padded_text_width(config) or (config.embedding_dim if config.encoder_hid_proj_type else inner)
     problems = []
     if (config.embedding_proj_dim or config.embedding_dim) != d or decoder.embed_dim != d:
         problems.append(

@@ -32,7 +32,9 @@ def build_prior(config: dict, encoder: clip.Encoder, grid_dim: int = 0) -> Prior
     decoder's condition: the pooled image embedding, followed by `grid_dim` grid values for the spatial layout.
 
     diffusers projects token states with the width of the predicted vector; when that is wider than the text
-    (the spatial layout), the states enter unprojected, so the transformer's width must equal the text's."""
+    (the spatial layout), the states enter unprojected if the transformer is as wide as the text, and otherwise
+    zero-padded to the predicted width and projected (prior.pad_states): a spatial prior may be wider than its
+    text, which its 128-wide last token would otherwise cap (it predicts 128 + 144 values)."""
     context = int(encoder.tokenize("a").shape[1])
     width = encoder.text_states("a").states.shape[-1]
     if width != encoder.embed_dim:
@@ -41,8 +43,6 @@ def build_prior(config: dict, encoder: clip.Encoder, grid_dim: int = 0) -> Prior
             f"{width} and embedding width {encoder.embed_dim}"
         )
     inner = config["num_attention_heads"] * config["attention_head_dim"]
-    if grid_dim and inner != width:
-        raise ValueError(f"a grid prior's width (heads x head dim = {inner}) must equal the text width {width}")
     return PriorTransformer(
         embedding_dim=encoder.embed_dim + grid_dim,
         embedding_proj_dim=encoder.embed_dim,
@@ -51,7 +51,7 @@ def build_prior(config: dict, encoder: clip.Encoder, grid_dim: int = 0) -> Prior
         time_embed_act_fn="gelu",
         norm_in_type="layer",
         embedding_proj_norm_type="layer",
-        encoder_hid_proj_type=None if grid_dim else "linear",
+        encoder_hid_proj_type=None if grid_dim and inner == width else "linear",
         added_emb_type="prd",
         **config,
     )

@@ -20,6 +20,24 @@ from tqdm.auto import tqdm
 from triptych.clip import Encoder
 
 
+def padded_text_width(config) -> int | None:
+    """The text width a spatial-layout prior wider than its text reads, or None for every other prior.
+
+    diffusers projects token states with a Linear whose input is the predicted vector's width (`embedding_dim`); a
+    spatial prior predicts the pooled embedding plus the grid, wider than the text, so its token states are
+    zero-padded up to that width (`pad_states`), which is exactly a Linear from the text's own width."""
+    wider = config.embedding_proj_dim and config.embedding_dim > config.embedding_proj_dim
+    return int(config.embedding_proj_dim) if wider and config.encoder_hid_proj_type == "linear" else None
+
+
+def pad_states(states: torch.Tensor, config) -> torch.Tensor:
+    """(N, L, W) token states -> (N, L, embedding_dim) for a prior that reads them padded (padded_text_width);
+    unchanged otherwise."""
+    if padded_text_width(config) is None:
+        return states
+    return F.pad(states, (0, config.embedding_dim - states.shape[-1]))
+
+
 class PriorStage:
     """A PriorTransformer with its scheduler, conditioned by the shared encoder's text side."""
 
@@ -62,10 +80,11 @@ class PriorStage:
         return int(config.clip_embed_dim or config.embedding_dim)
 
     def conditions(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, D) text embeddings, (N, L, width) token states, (N, L) mask, in the prior's dtype."""
+        """(N, D) text embeddings, (N, L, width) token states (padded for a wide spatial prior), (N, L) mask, in
+        the prior's dtype."""
         states = self.encoder.text_states(texts, allow_empty=True, normalize=self.normalize_text)
         dtype = self.prior.dtype
-        return states.embeds.to(dtype), states.states.to(dtype), states.mask
+        return states.embeds.to(dtype), pad_states(states.states, self.prior.config).to(dtype), states.mask
 
     @torch.inference_mode()
     def __call__(

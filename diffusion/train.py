@@ -49,7 +49,7 @@ from .grid import FOLDER as GRID_FOLDER
 from .grid import GridProjection, image_condition, zero_condition
 from .loading import CONFIG
 from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
-from .prior import PriorStage
+from .prior import PriorStage, pad_states
 from .saving import write_model_index
 from .schedulers import make_scheduler
 
@@ -274,7 +274,7 @@ def train_prior(run: Run, stop_after: int | None = None):
         prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
         # inference tensors: cloned before autograd sees them
         text = enc.text_states(prompts, allow_empty=True, normalize=normalize_text)
-        embeds, states = text.embeds.clone(), text.states.clone()
+        embeds, states = text.embeds.clone(), pad_states(text.states, prior.config).clone()
         target = (run.conditions(images) - prior.clip_mean) / prior.clip_std  # (B, E)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=gen).to(run.device)
         noisy = scheduler.add_noise(target, torch.randn(target.shape, generator=gen).to(run.device), t)

@@ -414,6 +414,30 @@ def test_a_grid_generator_saves_and_loads_back_without_a_diffusers_index(gen, tr
     assert torch.equal(first, second)
 
 
+def test_a_spatial_prior_may_be_wider_than_its_text(tmp_path, encoder_dir):
+    """A spatial prior predicts the pooled embedding and the grid (32 + 9 x 16 values here) from a 32-wide text;
+    it may be wider than that text: its token states are zero-padded into diffusers' projection, so only the
+    projection's first 32 input columns are read, and the folder trains, loads and generates."""
+    recipe = tiny_recipe(encoder_dir)
+    recipe["prior"]["model"].update(num_attention_heads=4, attention_head_dim=16)  # 64 wide, the text 32
+    train(recipe, tmp_path / "out", tmp_path / "work", workers=0)
+    wide = diffusion.load(str(tmp_path / "out"), encoder=clip.load(encoder_dir, device="cpu"))
+    proj = wide.prior.prior.encoder_hidden_states_proj
+    assert proj.in_features == 32 + 9 * 16 and wide.prior.prior.config.num_attention_heads == 4
+
+    def draw() -> torch.Tensor:
+        return wide.prior(["a red circle"], generator=torch.Generator().manual_seed(0), steps=3, progress=False)[0]
+
+    before = draw()
+    with torch.no_grad():
+        proj.weight[:, 32:].normal_()  # the padded columns: nothing reaches them
+    assert torch.equal(before, draw())
+    with torch.no_grad():
+        proj.weight[:, :32].normal_()  # the text's own columns: the draw follows them
+    assert not torch.equal(before, draw())
+    assert len(wide.generate("two stars", **FAST)) == 1
+
+
 def test_a_grid_that_does_not_fit_is_refused_at_load(trained, tmp_path, encoder_dir):
     from triptych.diffusion.grid import GridProjection
 
