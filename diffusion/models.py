@@ -33,8 +33,8 @@ def build_prior(config: dict, encoder: clip.Encoder, grid_dim: int = 0) -> Prior
 
     diffusers projects token states with the width of the predicted vector; when that is wider than the text
     (the spatial layout), the states enter unprojected if the transformer is as wide as the text, and otherwise
-    zero-padded to the predicted width and projected (prior.pad_states): a spatial prior may be wider than its
-    text, which its 128-wide last token would otherwise cap (it predicts 128 + 144 values)."""
+    zero-padded to the predicted width and projected (prior.pad_states): a spatial prior may be wider (or
+    narrower) than its text, so a 128-wide token need not carry the 128 + 144 values it predicts."""
     context = int(encoder.tokenize("a").shape[1])
     width = encoder.text_states("a").states.shape[-1]
     if width != encoder.embed_dim:
