@@ -20,7 +20,7 @@ from triptych.core.weights_files import check_folder, config_value, positive_int
 from .decoder import DecoderStage
 from .grid import check_against
 from .pipeline import UnCLIPGenerator
-from .prior import PriorStage, padded_text_width
+from .prior import PriorStage, text_width
 from .settings import GenerationSettings
 
 CONFIG = GENERATOR_CONFIG
@@ -85,16 +85,15 @@ def check_layout(prior: PriorStage, decoder: DecoderStage, encoder: clip.Encoder
     width; token states of the transformer's width when it does not project them) and predicts what the decoder
     reads (the image embedding, plus the grid for the spatial layout, which must read this encoder's patch tokens)."""
     config, d = prior.prior.config, encoder.embed_dim
-    inner = config.num_attention_heads * config.attention_head_dim
-    text_width = padded_text_width(config) or (config.embedding_dim if config.encoder_hid_proj_type else inner)
+    width = text_width(config)
     problems = []
     if (config.embedding_proj_dim or config.embedding_dim) != d or decoder.embed_dim != d:
         problems.append(
             f"the prior reads {config.embedding_proj_dim or config.embedding_dim}-d text embeddings and the decoder "
             f"{decoder.embed_dim}-d image embeddings; the encoder makes {d}-d ones"
         )
-    if encoder.text_states("a").states.shape[-1] != text_width:
-        problems.append(f"the prior reads {text_width}-wide token states; the encoder's text is not that wide")
+    if encoder.text_states("a").states.shape[-1] != width:
+        problems.append(f"the prior reads {width}-wide token states; the encoder's text is not that wide")
     if prior.output_dim != decoder.condition_dim:
         problems.append(
             f"the prior predicts {prior.output_dim}-d conditions and the decoder reads {decoder.condition_dim}-d ones"

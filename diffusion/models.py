@@ -14,6 +14,8 @@ from diffusers import PriorTransformer, UNet2DConditionModel, VQModel
 
 from triptych import clip
 
+from .cell_prior import CellPriorTransformer
+
 
 def build_vae(config: dict) -> VQModel:
     """A VQModel; len(block_out_channels) - 1 halvings (3 blocks: 4x downsampling)."""
@@ -27,16 +29,24 @@ def build_vae(config: dict) -> VQModel:
     )
 
 
-def build_prior(config: dict, encoder: clip.Encoder, grid_dim: int = 0) -> PriorTransformer:
+def build_prior(config: dict, encoder: clip.Encoder, grid_dim: int = 0) -> PriorTransformer | CellPriorTransformer:
     """A PriorTransformer reading the encoder's text (its embedding width and context length) and predicting the
     decoder's condition: the pooled image embedding, followed by `grid_dim` grid values for the spatial layout.
 
     diffusers projects token states with the width of the predicted vector; when that is wider than the text
     (the spatial layout), the states enter unprojected if the transformer is as wide as the text, and otherwise
     zero-padded to the predicted width and projected (prior.pad_states): a spatial prior may be wider (or
-    narrower) than its text, so a 128-wide token need not carry the 128 + 144 values it predicts."""
+    narrower) than its text, so a 128-wide token need not carry the 128 + 144 values it predicts.
+
+    `"type": "cells"` in the config builds the spatial layout's cell prior instead (diffusion/cell_prior.py)."""
     context = int(encoder.tokenize("a").shape[1])
     width = encoder.text_states("a").states.shape[-1]
+    if config.get("type") == "cells":
+        if not grid_dim:
+            raise ValueError('a "cells" prior predicts the spatial grid: the decoder needs grid_channels')
+        options = {k: v for k, v in config.items() if k != "type"}
+        cells = encoder.zero_image_tokens().shape[1]
+        return CellPriorTransformer(encoder.embed_dim + grid_dim, encoder.embed_dim, width, cells, context, **options)
     if width != encoder.embed_dim:
         raise ValueError(
             f"PriorTransformer projects token states and embeddings with one width; this encoder has text width "

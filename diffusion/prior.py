@@ -18,6 +18,13 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from triptych.clip import Encoder
+from triptych.core.errors import WeightsError
+from triptych.core.weights_files import read_json
+
+from .cell_prior import CellPriorTransformer
+
+# the prior classes a folder may name (config.json "_class_name"); nothing else is ever built from a name
+PRIOR_CLASSES: dict[str, type] = {"PriorTransformer": PriorTransformer, "CellPriorTransformer": CellPriorTransformer}
 
 
 def padded_text_width(config) -> int | None:
@@ -27,7 +34,26 @@ def padded_text_width(config) -> int | None:
     spatial prior predicts the pooled embedding plus the grid, wider than the text, so its token states are
     zero-padded up to that width (`pad_states`), which is exactly a Linear from the text's own width."""
     wider = config.embedding_proj_dim and config.embedding_dim > config.embedding_proj_dim
-    return int(config.embedding_proj_dim) if wider and config.encoder_hid_proj_type == "linear" else None
+    linear = getattr(config, "encoder_hid_proj_type", None) == "linear"  # a CellPriorTransformer has none
+    return int(config.embedding_proj_dim) if wider and linear else None
+
+
+def text_width(config) -> int:
+    """The token-state width a prior reads from the encoder: a cell prior's own `text_width`; for a
+    PriorTransformer the padded width, else the predicted vector's when it projects them, else its own width."""
+    if "text_width" in config:
+        return int(config.text_width)
+    inner = config.num_attention_heads * config.attention_head_dim
+    return padded_text_width(config) or (config.embedding_dim if config.encoder_hid_proj_type else inner)
+
+
+def prior_class(folder: Path) -> type:
+    """The class a `prior/` folder's config.json names, from PRIOR_CLASSES only (WeightsError otherwise)."""
+    path = folder / "config.json"
+    name = read_json(path).get("_class_name", "PriorTransformer")
+    if name not in PRIOR_CLASSES:
+        raise WeightsError(f"{path}: '_class_name' {name!r} is not a prior triptych reads ({', '.join(PRIOR_CLASSES)})")
+    return PRIOR_CLASSES[name]
 
 
 def pad_states(states: torch.Tensor, config) -> torch.Tensor:
@@ -60,9 +86,10 @@ class PriorStage:
         scheduler_folder: str = "prior_scheduler",
         normalize_text: bool = False,
     ) -> PriorStage:
-        """`<folder>/prior` (PriorTransformer, safetensors only) and `<folder>/<scheduler_folder>`."""
+        """`<folder>/prior` (a PriorTransformer or a cell prior, safetensors only) and `<folder>/<scheduler_folder>`."""
         folder = Path(folder)
-        prior = PriorTransformer.from_pretrained(folder / "prior", use_safetensors=True, torch_dtype=encoder.dtype)
+        model = prior_class(folder / "prior")
+        prior = model.from_pretrained(folder / "prior", use_safetensors=True, torch_dtype=encoder.dtype)
         scheduler = UnCLIPScheduler.from_pretrained(folder / scheduler_folder)
         return cls(prior, scheduler, encoder, normalize_text)  # on the CPU: the loader places it
 
@@ -77,7 +104,7 @@ class PriorStage:
     def output_dim(self) -> int:
         """E, the width of what it predicts: the image embedding, plus the grid for a spatial-layout prior."""
         config = self.prior.config
-        return int(config.clip_embed_dim or config.embedding_dim)
+        return int(getattr(config, "clip_embed_dim", None) or config.embedding_dim)
 
     def conditions(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, D) text embeddings, (N, L, width) token states (padded for a wide spatial prior), (N, L) mask, in

@@ -49,7 +49,7 @@ from .grid import FOLDER as GRID_FOLDER
 from .grid import GridProjection, image_condition, zero_condition
 from .loading import CONFIG
 from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
-from .prior import PriorStage, pad_states
+from .prior import PriorStage, pad_states, prior_class
 from .saving import write_model_index
 from .schedulers import make_scheduler
 
@@ -467,7 +467,7 @@ def finish_part(
 def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = False) -> None:
     """The generator folder: fp16 safetensors per model in diffusers' layout, generator.json, training.json,
     manifest; switched into `out` whole (a crash keeps the previous export)."""
-    from diffusers import PriorTransformer, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     config = {
         "encoder": recipe["encoder"],
@@ -476,7 +476,8 @@ def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = Fal
         "defaults": recipe["defaults"],
     }
     with export_folder(out) as tmp:
-        for folder, cls in (("movq", VQModel), ("prior", PriorTransformer), ("unet", UNet2DConditionModel)):
+        prior = prior_class(finished / "prior")  # a PriorTransformer, or the spatial layout's cell prior
+        for folder, cls in (("movq", VQModel), ("prior", prior), ("unet", UNet2DConditionModel)):
             model = cls.from_pretrained(finished / folder, use_safetensors=True, torch_dtype=torch.float16)
             model.save_pretrained(tmp / folder, safe_serialization=True)
         if grid:  # the spatial layout; a pooled export never carries one (export_folder keeps no old folders)

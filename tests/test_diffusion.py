@@ -438,6 +438,35 @@ def test_a_spatial_prior_may_be_wider_than_its_text(tmp_path, encoder_dir):
     assert len(wide.generate("two stars", **FAST)) == 1
 
 
+def test_a_cell_prior_generator_trains_saves_loads_and_generates(tmp_path, encoder_dir):
+    """The spatial layout's cell prior (one token per grid cell plus the pooled one) through the whole path:
+    trainer, export, load, the prior loop, save_pretrained and load again (identical images)."""
+    recipe = tiny_recipe(encoder_dir)
+    recipe["prior"]["model"] = {"type": "cells", "num_attention_heads": 2, "attention_head_dim": 16, "num_layers": 1}
+    train(recipe, tmp_path / "out", tmp_path / "work", workers=0)
+    config = json.loads((tmp_path / "out/prior/config.json").read_text())
+    assert config["_class_name"] == "CellPriorTransformer" and config["cells"] == 9
+    encoder = clip.load(encoder_dir, device="cpu")
+    cells = diffusion.load(str(tmp_path / "out"), encoder=encoder)
+    drawn, _ = cells.prior(["a red circle"], generator=torch.Generator().manual_seed(0), steps=3, progress=False)
+    assert drawn.shape == (1, 32 + 9 * 16) and bool(torch.isfinite(drawn).all())
+    first = cells.generate("two stars", output_type="pt", **FAST)
+    again = diffusion.load(str(cells.save_pretrained(tmp_path / "saved", encoder="tiny")), encoder=encoder)
+    assert torch.equal(first, again.generate("two stars", output_type="pt", **FAST))
+
+
+def test_a_prior_folder_naming_another_class_is_refused(trained, tmp_path, encoder_dir):
+    """config.json's _class_name picks the prior class from an allow-list; any other name is refused, never
+    looked up."""
+    folder = tmp_path / "gen"
+    shutil.copytree(trained[0], folder)
+    path = folder / "prior/config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "_class_name": "UNet2DConditionModel"}))
+    (folder / "manifest.json").unlink(missing_ok=True)
+    with pytest.raises(WeightsError, match="_class_name"):
+        diffusion.load(str(folder), encoder=clip.load(encoder_dir, device="cpu"))
+
+
 def test_a_grid_that_does_not_fit_is_refused_at_load(trained, tmp_path, encoder_dir):
     from triptych.diffusion.grid import GridProjection
 
