@@ -13,7 +13,7 @@ from diffusers import DDPMScheduler, KandinskyV22Img2ImgPipeline, KandinskyV22Pi
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from tests.tiny_diffusion import tiny_recipe
+from tests.tiny_diffusion import pooled, tiny_recipe
 from tests.tiny_models import make_tiny_encoder_dir
 from triptych import clip, diffusion
 from triptych.core.errors import InvalidImageError, InvalidSettingError, InvalidTextError, WeightsError
@@ -391,9 +391,7 @@ def test_a_pooled_export_over_a_grid_one_keeps_no_grid(trained, tmp_path, encode
     out = tmp_path / "out"
     shutil.copytree(trained[0], out)
     assert (out / "grid").is_dir()
-    recipe = tiny_recipe(encoder_dir)
-    recipe["decoder"]["grid_channels"] = 0
-    train(recipe, out, tmp_path / "work", workers=0)
+    train(pooled(tiny_recipe(encoder_dir)), out, tmp_path / "work", workers=0)
     assert not (out / "grid").exists()  # an old model part is never carried into a new export
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == "KandinskyV22Pipeline"
     gen = diffusion.load(str(out), encoder=clip.load(encoder_dir, device="cpu"))
@@ -419,6 +417,7 @@ def test_a_spatial_prior_may_be_wider_than_its_text(tmp_path, encoder_dir):
     it may be wider than that text: its token states are zero-padded into diffusers' projection, so only the
     projection's first 32 input columns are read, and the folder trains, loads and generates."""
     recipe = tiny_recipe(encoder_dir)
+    recipe["prior"]["model"].pop("type")  # the flat PriorTransformer (the recipe's spatial prior is the cell prior)
     recipe["prior"]["model"].update(num_attention_heads=4, attention_head_dim=16)  # 64 wide, the text 32
     train(recipe, tmp_path / "out", tmp_path / "work", workers=0)
     wide = diffusion.load(str(tmp_path / "out"), encoder=clip.load(encoder_dir, device="cpu"))

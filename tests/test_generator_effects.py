@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.tiny_diffusion import tiny_recipe
+from tests.tiny_diffusion import pooled, tiny_recipe
 from tests.tiny_models import make_tiny_encoder_dir
 from triptych import clip, diffusion
 from triptych.apps.evaluation.generator import evaluate_generator
@@ -190,10 +190,11 @@ def test_geneval_scores_an_oracle_and_a_blank_generator_exactly(tiny_encoder, dr
 # ---------------------------------------------------------------------- effects on a tiny trained generator
 @pytest.fixture(scope="module", params=["grid", "pooled"])
 def gen(request, tmp_path_factory, encoder_dir):
-    """The tiny generator, trained in seconds, in the spatial-grid layout (the bundled recipe's) and pooled."""
-    recipe = tiny_recipe(encoder_dir)
+    """The tiny generator, trained in seconds, in the spatial-grid layout (the spatial recipe's: grid and cell
+    prior) and pooled (the bundled layout)."""
+    recipe = tiny_recipe(encoder_dir)  # the spatial recipe's layout: the grid and the cell prior
     if request.param == "pooled":
-        recipe["decoder"]["grid_channels"] = 0
+        recipe = pooled(recipe)
     folder = tmp_path_factory.mktemp(f"effects_{request.param}")
     train(recipe, folder / "out", folder / "work", workers=0)
     generator = diffusion.load(str(folder / "out"), encoder=clip.load(encoder_dir, device="cpu"))

@@ -23,3 +23,11 @@ def tiny_recipe(encoder: str, steps: int = 2) -> dict:
     recipe["prior"]["stats_samples"] = 16
     recipe["decoder"]["grid_samples"] = 16
     return recipe
+
+
+def pooled(recipe: dict) -> dict:
+    """`recipe` in the pooled layout: no grid beside the latents, so the prior is the flat PriorTransformer (the
+    cell prior predicts grid cells)."""
+    recipe["decoder"]["grid_channels"] = 0
+    recipe["prior"]["model"].pop("type", None)
+    return recipe
