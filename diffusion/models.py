@@ -1,6 +1,7 @@
 """The three generator models, built from a recipe's config sections with diffusers classes.
 
-Layouts follow Kandinsky 2.2 scaled down: a VQModel (MoVQ) VAE, a PriorTransformer over the encoder's text,
+Layouts follow Kandinsky 2.2 scaled down: a VQModel (MoVQ) VAE, a PriorTransformer (or, in the spatial layout,
+the cell prior of cell_prior.py) over the encoder's text,
 and a UNet2DConditionModel conditioned on the image embedding twice over (added to the time embedding and as
 cross-attention tokens), which predicts noise and (unused here) variance, as Kandinsky's decoder does. The
 spatial layout (diffusion/grid.py) adds the patch-token grid: predicted by the prior beside the embedding, read

@@ -159,9 +159,9 @@ class UnCLIPGenerator:
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
     def save_pretrained(self, folder: str | Path, encoder: str | None = None) -> Path:
-        """Write this generator as a folder `diffusion.load` (and, for the decoder half, diffusers'
-        `DiffusionPipeline.from_pretrained`) reads back; `encoder`: the name generator.json gives its encoder
-        (default: the loaded encoder's name)."""
+        """Write this generator as a folder `diffusion.load` (and, for a pooled-layout generator's decoder
+        half, diffusers' `DiffusionPipeline.from_pretrained`) reads back; `encoder`: the name generator.json gives
+        its encoder (default: the loaded encoder's name)."""
         from .saving import save_generator
 
         return save_generator(

@@ -65,7 +65,8 @@ def pad_states(states: torch.Tensor, config) -> torch.Tensor:
 
 
 class PriorStage:
-    """A PriorTransformer with its scheduler, conditioned by the shared encoder's text side."""
+    """A PriorTransformer (or a CellPriorTransformer) with its scheduler, conditioned by the shared encoder's text
+    side."""
 
     def __init__(
         self, prior: PriorTransformer, scheduler: SchedulerMixin, encoder: Encoder, normalize_text: bool = False

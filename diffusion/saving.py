@@ -1,4 +1,5 @@
-"""Writing generator folders: our layout, which is diffusers' per-model layout plus a `model_index.json`.
+"""Writing generator folders: our layout, which is diffusers' per-model layout (plus, in the pooled layout, a
+`model_index.json`; the spatial layout adds `grid/` instead).
 
 A pooled-embedding generator's decoder half (`unet/`, `movq/`, `scheduler/`) is exactly Kandinsky 2.2's decoder,
 so its folder carries the `model_index.json` that lets `DiffusionPipeline.from_pretrained(folder)` open it as a

@@ -2,10 +2,10 @@
 Seeded, resumable per model (safetensors checkpoints with optimizer and EMA state), progress bars, sample grids
 and metrics written while training.
 
-    python -m triptych.diffusion.train --recipe weights/recipes/shapes_diffusion.json --out weights/shapes/diffusion
+    python -m triptych.diffusion.train --recipe weights/recipes/shapes_diffusion_grid.json --out my_generator
     python -m triptych.diffusion.train --data my_captioned_images/ --out my_generator   # bring your own data
     python -m triptych.diffusion.train --recipe weights/recipes/shapes_diffusion_tune.json --encoder new_clip/ \
-        --init weights/shapes/diffusion --workdir runs/tune --out tuned
+        --init my_pooled_generator --workdir runs/tune --out tuned
         # fine-tune a trained generator (its VAE kept) onto another encoder, e.g. after the encoder's binding stage
 """
 
@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = training_parser(
         "python -m triptych.diffusion.train",
         __doc__,
-        "weights/recipes/shapes_diffusion.json",
+        "weights/recipes/shapes_diffusion_grid.json",  # the bundled layout: grid decoder, cell prior
         "weights/shapes/diffusion",
         "runs/diffusion",
         encoder_option=True,

@@ -83,7 +83,7 @@ TINY = {
     "binding": {"batch_size": 8, "steps": 4, "warmup_steps": 1, "save_every": 2},
     "binding_mix": {"batch_size": 8, "steps": 2, "warmup_steps": 1, "save_every": 2},
     "prior": {
-        "model": {"num_layers": 1},  # heads x head dim stay the recipe's (wider than the text: padded states)
+        "model": {"num_layers": 1},  # heads x head dim and the type (the cell prior) stay the recipe's
         "batch_size": 4,
         "steps": 4,
         "warmup_steps": 1,
