@@ -21,6 +21,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.transformers.prior_transformer import PriorTransformerOutput
 from torch import nn
+from torch.nn import functional as F
 
 
 class CellPriorTransformer(ModelMixin, ConfigMixin):
@@ -100,7 +101,7 @@ class CellPriorTransformer(ModelMixin, ConfigMixin):
         if attention_mask is not None:  # padding tokens of the text are never attended to
             ignore = torch.cat([~attention_mask.bool(), attention_mask.new_zeros(batch, 3 + cfg.cells).bool()], 1)
         for block in self.blocks:
-            tokens = block(tokens, src_key_padding_mask=ignore)
+            tokens = _encoder_layer(block, tokens, ignore)
         tokens = self.norm_out(tokens)
         pooled = self.pooled_out(tokens[:, length + 2])  # (B, D)
         grid = self.cell_out(tokens[:, length + 3 :]).flatten(1)  # (B, C * G)
@@ -110,3 +111,18 @@ class CellPriorTransformer(ModelMixin, ConfigMixin):
     def post_process_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Standardised (B, E) -> the condition's own scale."""
         return latents * self.clip_std + self.clip_mean
+
+
+def _encoder_layer(block: nn.TransformerEncoderLayer, x: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
+    """One pre-norm encoder layer, computed from its own weights as in training. Calling the layer in eval mode
+    takes torch's fused fast path instead, whose results shift with the batch's padding masks and with module
+    hooks (model offload): the same prompt and seed then drew different images alone, in a batch, and offloaded.
+    x (B, T, inner); ignore (B, T), True where a token is padding."""
+    attn, (batch, length, inner) = block.self_attn, x.shape
+    heads = attn.num_heads
+    q, k, v = F.linear(block.norm1(x), attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)  # (B, T, inner) each
+    q, k, v = (t.reshape(batch, length, heads, inner // heads).transpose(1, 2) for t in (q, k, v))  # (B, H, T, d)
+    keep = None if ignore is None else ~ignore[:, None, None, :]  # (B, 1, 1, T): True where attended to
+    attended = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, H, T, d)
+    x = x + attn.out_proj(attended.transpose(1, 2).reshape(batch, length, inner))
+    return x + block.linear2(block.activation(block.linear1(block.norm2(x))))
