@@ -1,9 +1,8 @@
 """Loading generators: our own folders (generator.json + prior/ + unet/ + movq/ + schedulers, + grid/ in the
-spatial layout), Kandinsky 2.2's
-two repositories as published (a prior repository with its CLIP, tokenizer, PriorTransformer and UnCLIPScheduler;
-a decoder repository with its UNet, MoVQ and DDPMScheduler, run by our pipeline so the numbers are
-KandinskyV22PriorPipeline's and KandinskyV22Pipeline's), and presets of either. Every folder is checked before
-diffusers reads it."""
+spatial layout), Kandinsky 2.2's two repositories as published (a prior repository with its CLIP, tokenizer,
+PriorTransformer and UnCLIPScheduler; a decoder repository with its UNet, MoVQ and DDPMScheduler, run by our
+pipeline so the numbers are KandinskyV22PriorPipeline's and KandinskyV22Pipeline's), and presets of either.
+Every folder is checked before diffusers reads it."""
 
 from __future__ import annotations
 
