@@ -429,7 +429,9 @@ def train(
 
 def fit_grid(run: Run, finished: Path) -> GridProjection | None:
     """The spatial layout's projection (recipe `decoder.grid_channels`): fitted once on the patch tokens of
-    `grid_samples` world images and kept in `finished/grid`, so the prior and the decoder read the same one."""
+    `grid_samples` world images and kept in `finished/grid`, so the prior and the decoder read the same one.
+    A fine-tune (`--init`) keeps the init's projection: its models were trained on it, and a refit need not
+    reproduce it (a principal direction's sign is arbitrary)."""
     channels = run.recipe["decoder"].get("grid_channels", 0)
     if not channels:
         return None
@@ -438,12 +440,24 @@ def fit_grid(run: Run, finished: Path) -> GridProjection | None:
         grid = GridProjection.from_pretrained(folder)
         if grid is not None and grid.channels == channels:
             return grid
-    count = run.recipe["decoder"].get("grid_samples", 2048)
-    images = WorldImages(run.recipe["seed"] + 7, count, "grid-stats", side=run.side)(0)[0]
-    tokens = torch.cat([run.encoder.patch_tokens(images[i : i + 512]) for i in range(0, count, 512)])  # (N, cells, W)
+    if run.init is not None:
+        grid = GridProjection.from_pretrained(run.init / GRID_FOLDER)
+        if grid is None or grid.channels != channels:
+            have = "no grid/" if grid is None else f"a {grid.channels}-channel grid/"
+            raise WeightsError(
+                f"--init {run.init}: has {have}, the recipe's decoder reads {channels} grid channels; "
+                "train with the recipe the init folder was trained with"
+            )
+    else:
+        count = run.recipe["decoder"].get("grid_samples", 2048)
+        images = WorldImages(run.recipe["seed"] + 7, count, "grid-stats", side=run.side)(0)[0]
+        tokens = torch.cat(
+            [run.encoder.patch_tokens(images[i : i + 512]) for i in range(0, count, 512)]
+        )  # (N, cells, W)
+        grid = GridProjection.fit(tokens, channels)
     if run.accelerator.is_main_process:
         with replace_folder(folder) as tmp:
-            GridProjection.fit(tokens, channels).save(tmp)
+            grid.save(tmp)
     run.accelerator.wait_for_everyone()
     return GridProjection.from_pretrained(folder)  # every process reads the one the main process wrote
 

@@ -169,10 +169,12 @@ def test_recipe_lr_horizons_reach_the_optimizer(tmp_path, encoder_dir):
 
 def test_init_fine_tunes_from_a_trained_generator(trained, tmp_path, encoder_dir):
     """--init: every part starts from the folder's weights (the VAE kept as it is): with a learning rate of 0 the
-    export equals the init, while the same run from scratch does not; a model that does not fit is refused."""
+    export equals the init, while the same run from scratch does not; a model that does not fit is refused. The
+    grid projection is the init's, not a refit (here on other images, as a refit's arbitrary signs could be)."""
     recipe = tiny_recipe(encoder_dir)
     for part in ("prior", "decoder"):
         recipe[part]["lr"] = 0.0
+    recipe["decoder"]["grid_samples"] = 8  # a refit would differ from the init's (16 images)
     info = train(recipe, tmp_path / "tuned", tmp_path / "work", workers=0, init=trained[0])
     assert info["init"] == str(trained[0]) and info["parts"]["vae"]["init"] == str(trained[0])
     assert info["parts"]["vae"]["step"] == 0 and info["parts"]["vae"]["from_init"]["step"] > 0  # not trained here
@@ -191,6 +193,16 @@ def test_init_fine_tunes_from_a_trained_generator(trained, tmp_path, encoder_dir
     wider["decoder"]["model"]["block_out_channels"] = [16, 48]
     with pytest.raises(WeightsError, match="unet/ does not fit"):
         train(wider, tmp_path / "bad", tmp_path / "work_bad", workers=0, init=trained[0])
+    init_grid, tuned_grid, refit = (
+        load_file(f / "grid/grid_projection.safetensors")
+        for f in (trained[0], tmp_path / "tuned", tmp_path / "scratch")
+    )
+    assert init_grid.keys() == tuned_grid.keys() and all(torch.equal(v, tuned_grid[k]) for k, v in init_grid.items())
+    assert any(not torch.equal(v, refit[k]) for k, v in init_grid.items())  # what a refit on 8 images gives
+    gridless = shutil.copytree(trained[0], tmp_path / "gridless")
+    shutil.rmtree(gridless / "grid")
+    with pytest.raises(WeightsError, match="has no grid/, the recipe's decoder reads 16 grid channels"):
+        train(tiny_recipe(encoder_dir), tmp_path / "bad2", tmp_path / "work_bad2", workers=0, init=gridless)
 
 
 def test_sample_grids_are_written(trained):
