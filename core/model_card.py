@@ -34,17 +34,24 @@ PARTS: dict[str, dict] = {
         "tags": ["llama"],
         "load": 'from transformers import AutoModelForCausalLM\nlm = AutoModelForCausalLM.from_pretrained("{folder}")',
     },
-    "diffusion": {
+    "diffusion": {  # the pooled layout: diffusers' KandinskyV22Pipeline opens its decoder half (model_index.json)
         "library_name": "diffusers",
         "pipeline_tag": "text-to-image",
         "tags": ["unclip", "kandinsky", "text-to-image"],
+        "load": 'from triptych import diffusion\ngenerator = diffusion.load("{folder}")',
+    },
+    "diffusion-grid": {  # the spatial layout: no diffusers pipeline feeds the grid, so only triptych loads it whole
+        "library_name": "triptych",
+        "pipeline_tag": "text-to-image",
+        "tags": ["unclip", "text-to-image"],
         "load": 'from triptych import diffusion\ngenerator = diffusion.load("{folder}")',
     },
 }
 
 
 def card_data(part: str, base_model: list[str] | None = None, datasets: list[str] | None = None) -> ModelCardData:
-    """The metadata of a `part` folder ("clip", "vlm", "decoder": a VLM's language model alone, or "diffusion")."""
+    """The metadata of a `part` folder ("clip", "vlm", "decoder": a VLM's language model alone, "diffusion" or
+    "diffusion-grid": a generator in the pooled or the spatial layout)."""
     info = PARTS[part]
     return ModelCardData(
         license=LICENSE,

@@ -93,5 +93,6 @@ def save_generator(
         (tmp / GENERATOR_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
         write_model_index(tmp)
         summary = f"An unCLIP text-to-image generator saved by triptych from {source}."
-        write_card(tmp, "diffusion", name=folder.name, summary=summary, keep_from=current_card(folder))
+        part = "diffusion" if decoder.grid is None else "diffusion-grid"
+        write_card(tmp, part, name=folder.name, summary=summary, keep_from=current_card(folder))
     return folder

@@ -509,7 +509,8 @@ def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = Fal
             f"An unCLIP text-to-image generator trained by triptych on {source}, on the encoder {config['encoder']}."
         )
         datasets = [WORLD_DATASET] if world else None
-        write_card(tmp, "diffusion", name=out.name, summary=summary, datasets=datasets, keep_from=current_card(out))
+        part = "diffusion-grid" if grid else "diffusion"
+        write_card(tmp, part, name=out.name, summary=summary, datasets=datasets, keep_from=current_card(out))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DiffusionPipeline, KandinskyV22Pipeline
+from huggingface_hub import ModelCard
 from PIL import Image
 
 from tests.tiny_diffusion import pooled, tiny_recipe
@@ -63,6 +64,8 @@ def test_a_pooled_decoder_half_opens_in_diffusers_and_draws_our_image(pooled_fol
     assert theirs.std() > 0.01  # not a blank canvas (the tiny decoder is trained for two steps)
     saved = gen.save_pretrained(folder.parent / "saved", encoder=encoder_dir)
     assert json.loads((saved / "model_index.json").read_text())["_class_name"] == "KandinskyV22Pipeline"
+    for written in (folder, saved):  # the card tells the Hub diffusers opens it
+        assert ModelCard.load(written / "README.md").data.library_name == "diffusers"
 
 
 def test_the_bundled_spatial_generator_carries_no_index_and_round_trips(gen, tmp_path):
@@ -73,6 +76,8 @@ def test_the_bundled_spatial_generator_carries_no_index_and_round_trips(gen, tmp
     out = gen.save_pretrained(tmp_path / "saved", encoder="shapes")
     verify_manifest(out)
     assert not (out / "model_index.json").exists()
+    for written in (folder, out):  # nor does its card claim diffusers
+        assert ModelCard.load(written / "README.md").data.library_name == "triptych"
     assert json.loads((out / "prior" / "config.json").read_text())["_class_name"] == "CellPriorTransformer"
     again = diffusion.load(str(out), encoder=gen.encoder)
     assert again.defaults == gen.defaults

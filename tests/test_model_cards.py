@@ -15,7 +15,8 @@ from triptych.weights import SHAPES_DIR
 EXPECTED = {
     "clip": ("open_clip", "zero-shot-image-classification"),
     "vlm": ("triptych", "image-text-to-text"),
-    "diffusion": ("diffusers", "text-to-image"),
+    "diffusion": ("diffusers", "text-to-image"),  # pooled: diffusers opens it
+    "diffusion-grid": ("triptych", "text-to-image"),  # spatial (the bundle): only triptych does
     "decoder": ("transformers", "text-generation"),
 }
 
@@ -28,9 +29,9 @@ def check_card(folder, part: str) -> ModelCard:
     return card
 
 
-@pytest.mark.parametrize("part", ["clip", "vlm", "diffusion"])
-def test_bundled_cards_carry_metadata_and_their_text(part):
-    card = check_card(SHAPES_DIR / part, part)
+@pytest.mark.parametrize(("folder", "part"), [("clip", "clip"), ("vlm", "vlm"), ("diffusion", "diffusion-grid")])
+def test_bundled_cards_carry_metadata_and_their_text(folder, part):
+    card = check_card(SHAPES_DIR / folder, part)
     assert card.data.datasets == ["shapes-world"]
     assert card.text.lstrip().startswith("# shapes") and "model card" in card.text
 
@@ -51,7 +52,7 @@ def test_saved_vlm_decoder_and_generator_folders_get_cards(encoder, tmp_path):
     check_card(captioner.save_pretrained(tmp_path / "vlm"), "vlm")
     card = check_card(captioner.save_decoder(tmp_path / "lm"), "decoder")
     assert "AutoModelForCausalLM" in card.text
-    check_card(diffusion.load("shapes", encoder=encoder).save_pretrained(tmp_path / "gen"), "diffusion")
+    check_card(diffusion.load("shapes", encoder=encoder).save_pretrained(tmp_path / "gen"), "diffusion-grid")
 
 
 def test_base_models_are_the_hub_repositories_behind_presets(tmp_path):
