@@ -6,7 +6,7 @@ and metrics written while training.
     python -m triptych.diffusion.train --data my_captioned_images/ --out my_generator   # bring your own data
     python -m triptych.diffusion.train --recipe weights/recipes/shapes_diffusion_tune.json --encoder new_clip/ \
         --init my_pooled_generator --workdir runs/tune --out tuned
-        # fine-tune a trained generator (its VAE kept) onto another encoder, e.g. after the encoder's binding stage
+        # fine-tune a trained generator (its VAE and grid kept) onto another encoder, e.g. after its binding stage
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from .data import Batch, CaptionedImages, WorldImages
 from .decoder import DecoderStage, to_pixels
 from .ema import EMA
 from .grid import FOLDER as GRID_FOLDER
-from .grid import GridProjection, image_condition, zero_condition
+from .grid import GridProjection, check_against, image_condition, zero_condition
 from .loading import CONFIG
 from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
 from .prior import PriorStage, pad_states, prior_class
@@ -379,10 +379,12 @@ def train(
     is not retrained), then write the generator folder to `out`. Returns the training record, or None when
     `stop_after` stopped a part early or a part outside `parts` is not finished yet (`parts` lets the decoder,
     which needs only the image tower, train while the text tower is still changing). `init`: a trained generator
-    folder: its VAE is kept as it is, and the prior and the decoder start from its weights (a fine-tune)."""
+    folder: its VAE and grid projection are kept as they are, and the prior and the decoder start from its weights
+    (a fine-tune)."""
     set_seed(recipe["seed"])
     run = Run(recipe, workdir, data, workers, resume, Path(init) if init is not None else None, options)
     check_origin(run)
+    check_init_layout(run)
     finished = workdir / "finished"
     record: dict = {}
     if resume and (finished / "vae.json").is_file():
@@ -427,11 +429,27 @@ def train(
     return info
 
 
+def check_init_layout(run: Run) -> None:
+    """WeightsError before anything is written unless `--init` is in the recipe's layout: a grid/ folder exactly
+    when the recipe's decoder reads a grid (`decoder.grid_channels` > 0)."""
+    if run.init is None:
+        return
+    spatial = bool(run.recipe["decoder"].get("grid_channels", 0))
+    if (run.init / GRID_FOLDER).is_dir() != spatial:
+        have, want = ("no grid/", "the spatial layout (a grid)") if spatial else ("grid/", "the pooled layout")
+        raise WeightsError(
+            f"--init {run.init}: has {have}, the recipe trains {want}; "
+            "train with the recipe the init folder was trained with"
+        )
+
+
 def fit_grid(run: Run, finished: Path) -> GridProjection | None:
     """The spatial layout's projection (recipe `decoder.grid_channels`): fitted once on the patch tokens of
     `grid_samples` world images and kept in `finished/grid`, so the prior and the decoder read the same one.
     A fine-tune (`--init`) keeps the init's projection: its models were trained on it, and a refit need not
-    reproduce it (a principal direction's sign is arbitrary)."""
+    reproduce it (a principal direction's sign is arbitrary). On another encoder of the same token shape (e.g. the
+    binding stage's fine-tune of it) the kept projection still maps tokens near the old ones near the old channels;
+    a refit would reorder them."""
     channels = run.recipe["decoder"].get("grid_channels", 0)
     if not channels:
         return None
@@ -442,12 +460,16 @@ def fit_grid(run: Run, finished: Path) -> GridProjection | None:
             return grid
     if run.init is not None:
         grid = GridProjection.from_pretrained(run.init / GRID_FOLDER)
-        if grid is None or grid.channels != channels:
-            have = "no grid/" if grid is None else f"a {grid.channels}-channel grid/"
+        assert grid is not None  # check_init_layout: the init is in the recipe's layout
+        if grid.channels != channels:
             raise WeightsError(
-                f"--init {run.init}: has {have}, the recipe's decoder reads {channels} grid channels; "
+                f"--init {run.init}: its grid/ has {grid.channels} channels, the recipe's decoder reads {channels}; "
                 "train with the recipe the init folder was trained with"
             )
+        try:
+            check_against(grid, run.encoder)
+        except WeightsError as err:
+            raise WeightsError(f"--init {run.init}: {err}") from None
     else:
         count = run.recipe["decoder"].get("grid_samples", 2048)
         images = WorldImages(run.recipe["seed"] + 7, count, "grid-stats", side=run.side)(0)[0]
@@ -526,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=PARTS, help="train only these parts now (resume the rest later)"
     )
-    parser.add_argument("--init", help="a trained generator folder to fine-tune from (its VAE kept)")
+    parser.add_argument("--init", help="a trained generator folder to fine-tune from (its VAE and grid kept)")
     args = parser.parse_args(argv)
     recipe = read_recipe(args)
     if "fine_tunes" in recipe and not args.init:

@@ -65,7 +65,8 @@ def test_a_pooled_decoder_half_opens_in_diffusers_and_draws_our_image(pooled_fol
     saved = gen.save_pretrained(folder.parent / "saved", encoder=encoder_dir)
     assert json.loads((saved / "model_index.json").read_text())["_class_name"] == "KandinskyV22Pipeline"
     for written in (folder, saved):  # the card tells the Hub diffusers opens it
-        assert ModelCard.load(written / "README.md").data.library_name == "diffusers"
+        data = ModelCard.load(written / "README.md").data
+        assert data.library_name == "diffusers" and "kandinsky" in data.tags
 
 
 def test_the_bundled_spatial_generator_carries_no_index_and_round_trips(gen, tmp_path):
@@ -77,7 +78,8 @@ def test_the_bundled_spatial_generator_carries_no_index_and_round_trips(gen, tmp
     verify_manifest(out)
     assert not (out / "model_index.json").exists()
     for written in (folder, out):  # nor does its card claim diffusers
-        assert ModelCard.load(written / "README.md").data.library_name == "triptych"
+        data = ModelCard.load(written / "README.md").data
+        assert data.library_name == "triptych" and "kandinsky" not in data.tags
     assert json.loads((out / "prior" / "config.json").read_text())["_class_name"] == "CellPriorTransformer"
     again = diffusion.load(str(out), encoder=gen.encoder)
     assert again.defaults == gen.defaults

@@ -201,8 +201,15 @@ def test_init_fine_tunes_from_a_trained_generator(trained, tmp_path, encoder_dir
     assert any(not torch.equal(v, refit[k]) for k, v in init_grid.items())  # what a refit on 8 images gives
     gridless = shutil.copytree(trained[0], tmp_path / "gridless")
     shutil.rmtree(gridless / "grid")
-    with pytest.raises(WeightsError, match="has no grid/, the recipe's decoder reads 16 grid channels"):
+    with pytest.raises(WeightsError, match="has no grid/, the recipe trains the spatial layout"):
         train(tiny_recipe(encoder_dir), tmp_path / "bad2", tmp_path / "work_bad2", workers=0, init=gridless)
+    assert not (tmp_path / "work_bad2" / "finished").exists()  # refused before the init's VAE was copied
+    with pytest.raises(WeightsError, match="has grid/, the recipe trains the pooled layout"):
+        train(pooled(tiny_recipe(encoder_dir)), tmp_path / "bad3", tmp_path / "work_bad3", workers=0, init=trained[0])
+    narrower = tiny_recipe(encoder_dir)
+    narrower["decoder"]["grid_channels"] = 8
+    with pytest.raises(WeightsError, match="its grid/ has 16 channels, the recipe's decoder reads 8"):
+        train(narrower, tmp_path / "bad4", tmp_path / "work_bad4", workers=0, init=trained[0])
 
 
 def test_sample_grids_are_written(trained):

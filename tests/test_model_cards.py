@@ -26,6 +26,7 @@ def check_card(folder, part: str) -> ModelCard:
     data = card.data
     assert (data.library_name, data.pipeline_tag) == EXPECTED[part]
     assert data.license == "apache-2.0" and "triptych" in data.tags
+    assert ("kandinsky" in data.tags) == (part == "diffusion")  # only a pooled generator is a Kandinsky 2.2 folder
     return card
 
 
