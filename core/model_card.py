@@ -40,13 +40,9 @@ PARTS: dict[str, dict] = {
         "tags": ["unclip", "kandinsky", "text-to-image"],
         "load": 'from triptych import diffusion\ngenerator = diffusion.load("{folder}")',
     },
-    "diffusion-grid": {  # the spatial layout: no diffusers pipeline feeds the grid, so only triptych loads it whole
-        "library_name": "triptych",
-        "pipeline_tag": "text-to-image",
-        "tags": ["unclip", "text-to-image"],
-        "load": 'from triptych import diffusion\ngenerator = diffusion.load("{folder}")',
-    },
 }
+# the spatial layout: no diffusers pipeline feeds the grid, so only triptych loads it whole
+PARTS["diffusion-grid"] = {**PARTS["diffusion"], "library_name": "triptych", "tags": ["unclip", "text-to-image"]}
 
 
 def card_data(part: str, base_model: list[str] | None = None, datasets: list[str] | None = None) -> ModelCardData:

@@ -93,6 +93,13 @@ def save_generator(
         (tmp / GENERATOR_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
         write_model_index(tmp)
         summary = f"An unCLIP text-to-image generator saved by triptych from {source}."
-        part = "diffusion" if decoder.grid is None else "diffusion-grid"
-        write_card(tmp, part, name=folder.name, summary=summary, keep_from=current_card(folder))
+        write_card(
+            tmp, card_part(decoder.grid is not None), name=folder.name, summary=summary, keep_from=current_card(folder)
+        )
     return folder
+
+
+def card_part(spatial: bool) -> str:
+    """The model card kind of a generator folder: a spatial-layout one (grid/) is triptych's alone, a pooled one
+    also opens in diffusers (core/model_card.py)."""
+    return "diffusion-grid" if spatial else "diffusion"

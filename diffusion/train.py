@@ -50,7 +50,7 @@ from .grid import GridProjection, check_against, image_condition, zero_condition
 from .loading import CONFIG
 from .models import build_prior, build_unet, build_vae, standardize_latents, vae_psnr
 from .prior import PriorStage, pad_states, prior_class
-from .saving import write_model_index
+from .saving import card_part, write_model_index
 from .schedulers import make_scheduler
 
 PARTS = ("vae", "prior", "decoder")
@@ -531,8 +531,7 @@ def export(finished: Path, out: Path, recipe: dict, info: dict, grid: bool = Fal
             f"An unCLIP text-to-image generator trained by triptych on {source}, on the encoder {config['encoder']}."
         )
         datasets = [WORLD_DATASET] if world else None
-        part = "diffusion-grid" if grid else "diffusion"
-        write_card(tmp, part, name=out.name, summary=summary, datasets=datasets, keep_from=current_card(out))
+        write_card(tmp, card_part(grid), name=out.name, summary=summary, datasets=datasets, keep_from=current_card(out))
 
 
 def main(argv: list[str] | None = None) -> None:
