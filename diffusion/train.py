@@ -91,7 +91,9 @@ class Run:
         cfg, seed = self.recipe[part], self.recipe["seed"]
         if self.data:
             return CaptionedImages(self.data, seed, cfg["batch_size"], self.side)
-        return WorldImages(seed, cfg["batch_size"], part, self.accelerator.process_index, self.side)
+        return WorldImages(
+            seed, cfg["batch_size"], part, self.accelerator.process_index, self.side, focus=cfg.get("focus")
+        )
 
     def fit(
         self,

@@ -47,11 +47,21 @@ GENEVAL_CATEGORIES: tuple[str, ...] = (
 HELD_OUT_CATEGORIES: tuple[str, ...] = ("colors", "attribute_binding")  # the ones that name (colour, shape) pairs
 
 
-def describe_scene(scene: Scene, seed_or_rng: int | random.Random | None = None) -> tuple[str, PromptSpec]:
-    """A prompt naming every object of the scene (attributes may be left out), with its exact meaning."""
+DESCRIBE_FORMS: tuple[str, ...] = ("caption", "objects", "relation", "count")
+
+
+def describe_scene(
+    scene: Scene, seed_or_rng: int | random.Random | None = None, form: str | None = None
+) -> tuple[str, PromptSpec]:
+    """A prompt naming every object of the scene (attributes may be left out), with its exact meaning. `form`
+    (one of DESCRIBE_FORMS) asks for one form; by default it is drawn (0.3 / 0.4 / 0.15 / 0.15). A relation
+    needs two objects: other scenes fall back to the objects form."""
     rng = as_rng(seed_or_rng)
     objs = scene.objects
-    form = rng.choices(("caption", "objects", "relation", "count"), weights=(0.3, 0.4, 0.15, 0.15))[0]
+    if form is None:
+        form = rng.choices(DESCRIBE_FORMS, weights=(0.3, 0.4, 0.15, 0.15))[0]
+    elif form not in DESCRIBE_FORMS:
+        raise ValueError(f"unknown form {form!r}; expected one of {DESCRIBE_FORMS}")
     if form == "relation" and len(objs) != 2:
         form = "objects"
     if form == "caption":
