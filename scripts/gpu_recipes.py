@@ -43,13 +43,14 @@ BUNDLED = ROOT / "weights" / "shapes"
 #     ~0.8 ms an image -> ~0.2 s a step at 256 -> ~500 prior and ~500 decoder steps in their 160 s; ~0.4 ms an
 #     image -> ~0.15 s a step -> ~700 VLM steps in its 160 s
 #   (each part's budget less two start-ups of 10-20 s, the first chunk's and the rest's, and a finalize reserve).
-# `steps` below is a ceiling (samples: 0.8 times the CPU recipe's binding stage, two fifths of its cell prior's 5000 x
-# 128, two thirds of its decoder's 9000 x 64, twice the bundled VLM's 2400 x 64), not a plan: gpu_train.sh times a short
-# first chunk of each part (the VLM's: its projector stage) and lowers the step count to what its budget allows (`size`;
-# the VLM's stages shrink in proportion), so the schedule still anneals; a part cut off by its timeout is exported from
-# its last checkpoint (`finalize`). The learning rates grow with the square root of the batch (the decoder's by less:
-# 1.2e-3, not 1.6e-3, untried on this UNet; the VLM's by 1.5x, not 2x, untried too; the binding stage's 5e-4 at 128
-# becomes 7e-4 at 256); the EMA decays are shortened to the runs' lengths (~1000 steps, not the CPU runs' 2400-6000).
+# `steps` below is a ceiling (samples: 0.8 times the CPU recipe's binding stage, under a third of its cell prior's
+# 6500 x 128 (its count/relation `focus` kept), two thirds of its decoder's 9000 x 64, twice the bundled VLM's 2400 x
+# 64), not a plan: gpu_train.sh times a short first chunk of each part (the VLM's: its projector stage) and lowers the
+# step count to what its budget allows (`size`; the VLM's stages shrink in proportion), so the schedule still anneals;
+# a part cut off by its timeout is exported from its last checkpoint (`finalize`). The learning rates grow with the
+# square root of the batch (the decoder's by less: 1.2e-3, not 1.6e-3, untried on this UNet; the VLM's by 1.5x, not
+# 2x, untried too; the binding stage's 5e-4 at 128 becomes 7e-4 at 256); the EMA decays are shortened to the runs'
+# lengths (~1000 steps, not the CPU runs' 2400-6000).
 GPU = {
     "binding": {"batch_size": 256, "lr": 7e-4, "steps": 800, "warmup_steps": 50, "save_every": 100},
     # the mixing stage after it is short and not sized (`size` paces the binding stage): a fixed 150 steps

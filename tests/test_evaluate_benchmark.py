@@ -123,12 +123,13 @@ def test_bundled_vlm_describes_the_examples(captioner):
 
 @pytest.mark.slow
 def test_bundled_generator_keeps_its_measured_scores(service):
-    """A regression floor under the scores measured on the bundled (spatial, cell-prior) generator with the strict
-    judge on these very prompts and seed (model card: overall 0.786, held-out 0.587, single object 0.925, colours
-    0.950, two objects 0.675, counting 0.650, attribute binding 0.725, absolute position 0.900; PSNR 35.1 dB on 500
-    scenes, here 100). Issue 14's overall bar (0.80) is NOT met on these prompts (0.819 on --seed 1234's); this
-    guards what is, held-out, binding and counting included, with room for the noise of 10 prompts and another
-    machine's arithmetic (the pooled generator it replaced: 0.508 / 0.250, binding 0.050)."""
+    """Issue 14's held-out bar itself, and floors under the rest of the scores measured on the bundled (spatial,
+    cell-prior) generator with the strict judge on these very prompts and seed (model card: overall 0.806,
+    held-out 0.613, single object 0.925, colours 0.975, two objects 0.650, counting 0.675, position 0.425, attribute
+    binding 0.775, absolute position 0.875; PSNR 35.1 dB on 500 scenes, here 100). The overall bar (0.80) is met
+    here and on --seed 1234's prompts (0.850) but with one image's margin, so it is guarded at 0.75: another
+    machine's arithmetic may flip a marginal image. Counting and position are below their bars; their floors
+    guard the focus fine-tune's gain (position 0.300 before it). The pooled generator it replaced: 0.508 / 0.250."""
     from triptych.apps.evaluation.generator import evaluate_generator
 
     scores = evaluate_generator(
@@ -140,9 +141,9 @@ def test_bundled_generator_keeps_its_measured_scores(service):
         recovery_count=0,
     )
     ours, held = scores["in_distribution"], scores["held_out"]
-    assert ours["overall"] >= 0.70, scores
+    assert ours["overall"] >= 0.75, scores
     assert ours["absolute_position"] >= 0.80 and ours["single_object"] >= 0.85, scores
-    assert ours["colors"] >= 0.85 and ours["attribute_binding"] >= 0.60, scores
-    assert ours["two_objects"] >= 0.55 and ours["counting"] >= 0.50, scores
-    assert held["overall"] >= 0.45, scores
+    assert ours["colors"] >= 0.85 and ours["attribute_binding"] >= 0.65, scores
+    assert ours["two_objects"] >= 0.55 and ours["counting"] >= 0.55 and ours["position"] >= 0.30, scores
+    assert held["overall"] >= 0.50, scores  # the bar
     assert ours["vae_psnr_db"] >= 32.0, scores
