@@ -19,7 +19,7 @@ FOCUS_FORMS: tuple[str, ...] = ("count", "relation")  # prompt forms a recipe's 
 def same_shape_scene(rng: random.Random, side: int) -> Scene:
     """Two or three objects of one shape, in one colour half the time (colours from the shape's training pairs):
     what count prompts ("three stars", "two red circles") describe, and what the world's sampler draws rarely
-    (one two-object scene in 8 and one three-object scene in 64 hold a single shape)."""
+    (one two-object scene in 6 and one three-object scene in 36 hold a single shape)."""
     scene = sample_scene(rng, num_objects=rng.choice((2, 3)), side=side)
     shape = rng.choice(SHAPES)
     colors = [c for c, s in TRAIN_PAIRS if s == shape]
@@ -29,24 +29,28 @@ def same_shape_scene(rng: random.Random, side: int) -> Scene:
 
 
 def check_focus(focus: dict[str, float] | None) -> dict[str, float]:
-    """A recipe's `focus` ({form: probability}, forms from FOCUS_FORMS, total at most 1), or ValueError."""
+    """A recipe's `focus` ({form: probability}, forms from FOCUS_FORMS, total at most 1) without its zero
+    entries (all zero is no focus: the world's batches), or ValueError."""
     focus = dict(focus or {})
     unknown = sorted(set(focus) - set(FOCUS_FORMS))
     if unknown:
         raise ValueError(f"focus: unknown prompt forms {unknown}; expected some of {FOCUS_FORMS}")
-    bad = [k for k, p in focus.items() if not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0]
-    if bad or sum(focus.values()) > 1:
-        raise ValueError(f"focus: probabilities must be finite, >= 0 and sum to at most 1; got {focus}")
-    return focus
+    bad = [
+        k for k, p in focus.items() if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p)
+    ]
+    if bad or any(p < 0 for p in focus.values()) or sum(focus.values()) > 1:
+        raise ValueError(f"focus: probabilities must be finite numbers >= 0 that sum to at most 1; got {focus}")
+    return {form: p for form, p in focus.items() if p > 0}
 
 
 class WorldImages:
     """Batch k of world scenes, each with a prompt naming every object in it (seeded by part, rank and k).
 
     `focus` ({"count": p, "relation": q}) draws that share of the batch as scenes built for one prompt form and
-    described in it: same-shape groups with a count prompt, two-object scenes with a relation. The world's own
-    mix holds few of either (count prompts that name a shape ~2 %, relations ~5 %), and they are the prompts a
-    prior learns last. Without `focus` the batches are exactly the world's mix."""
+    described in it: same-shape groups with a count prompt (which names the shape 60 % of the time, as the
+    world's count phrase does: `two objects` otherwise), two-object scenes with a relation. The world's own mix
+    holds few of either (count prompts naming a shape of two or three objects ~0.6 %, relations ~5 %), and they
+    are the prompts a prior learns last. Without `focus` the batches are exactly the world's mix."""
 
     def __init__(
         self,

@@ -127,7 +127,7 @@ def test_bundled_generator_keeps_its_measured_scores(service):
     cell-prior) generator with the strict judge on these very prompts and seed (model card: overall 0.806,
     held-out 0.613, single object 0.925, colours 0.975, two objects 0.650, counting 0.675, position 0.425, attribute
     binding 0.775, absolute position 0.875; PSNR 35.1 dB on 500 scenes, here 100). The overall bar (0.80) is met
-    here and on --seed 1234's prompts (0.850) but with one image's margin, so it is guarded at 0.75: another
+    here and on --seed 1234's prompts (0.850) but with two images' margin, so it is guarded at 0.75: another
     machine's arithmetic may flip a marginal image. Counting and position are below their bars; their floors
     guard the focus fine-tune's gain (position 0.300 before it). The pooled generator it replaced: 0.508 / 0.250."""
     from triptych.apps.evaluation.generator import evaluate_generator
