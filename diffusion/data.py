@@ -35,10 +35,11 @@ def check_focus(focus: dict[str, float] | None) -> dict[str, float]:
     unknown = sorted(set(focus) - set(FOCUS_FORMS))
     if unknown:
         raise ValueError(f"focus: unknown prompt forms {unknown}; expected some of {FOCUS_FORMS}")
-    bad = [
-        k for k, p in focus.items() if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p)
-    ]
-    if bad or any(p < 0 for p in focus.values()) or sum(focus.values()) > 1:
+    shares = focus.values()
+    numbers = all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 0 for p in shares
+    )
+    if not numbers or sum(shares) > 1:
         raise ValueError(f"focus: probabilities must be finite numbers >= 0 that sum to at most 1; got {focus}")
     return {form: p for form, p in focus.items() if p > 0}
 
