@@ -129,6 +129,7 @@ def test_bundled_generator_keeps_its_measured_scores(service):
     0.850, position 0.500, attribute binding 0.825, absolute position 0.900; PSNR 35.1 dB on 500 scenes, here 100).
     Colours (0.950) and counting (0.850, 0.675 on --seed 1234's prompts) sit at or near their bars, so they are
     guarded by floors: another machine's arithmetic may flip a marginal image (one image is 0.025 of a category).
+    Position (0.500; bar 0.70) and single object (0.925; bar 0.95) are under their bars; floors guard them.
     The pooled generator it replaced: 0.508 / 0.250."""
     from triptych.apps.evaluation.generator import evaluate_generator
 
